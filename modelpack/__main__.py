@@ -1,0 +1,3 @@
+from modelpack.cli import entry
+
+entry()

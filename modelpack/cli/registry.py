@@ -1,0 +1,5 @@
+"""CLI commands for the registry area (thin wrappers over library functions)."""
+
+from __future__ import annotations
+
+from modelpack.cli._app import app  # noqa: F401
