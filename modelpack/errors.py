@@ -15,11 +15,12 @@
     ├── StoreError                  the local store
     │   ├── NotFoundError           no such model/tag/blob in the store
     │   └── DigestMismatchError     content does not hash to its digest (has .digest)
-    └── RegistryError               talking to an OCI registry (has .url, .status)
-        ├── AuthError               401/403
-        ├── RegistryNotFoundError   404
-        ├── RateLimitError          429
-        └── ProtocolError           the server does not speak the distribution API
+    ├── RegistryError               talking to an OCI registry (has .url, .status)
+    │   ├── AuthError               401/403
+    │   ├── RegistryNotFoundError   404
+    │   ├── RateLimitError          429
+    │   └── ProtocolError           the server does not speak the distribution API
+    └── MissingExtraError           an optional extra (llama-cpp-python, torch) is not installed
 
 The CLI maps every ModelpackError to one line plus a debug hint, and a non-zero exit.
 """
@@ -146,3 +147,7 @@ class RateLimitError(RegistryError):
 
 class ProtocolError(RegistryError):
     pass
+
+
+class MissingExtraError(ModelpackError):
+    """An optional dependency is missing; .hint says what to install."""

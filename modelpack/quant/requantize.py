@@ -1,0 +1,141 @@
+"""`requantize`: an F32/F16/BF16 GGUF -> a quantized GGUF, exactly as llama-quantize writes it.
+
+llama-quantize copies every KV pair, then sets general.quantization_version and
+general.file_type (which moves both to the end), drops split keys, writes the tensors sorted by
+(layer, name) and pads each to 32 bytes. Tensors are converted one at a time from the memory
+map, so memory stays near one tensor's float32 copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGMLQuantizationType as T
+
+from modelpack.errors import GGUFError, OutputExistsError
+from modelpack.progress import Progress, or_null
+
+from . import mixes
+
+QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION
+_DROPPED = ("split.no", "split.count", "split.tensors.count")
+_TAIL = ("general.quantization_version", "general.file_type")
+_FLOAT_INPUTS = (T.F32, T.F16, T.BF16)
+
+
+def _field_value(field):
+    """(value, type, sub_type) of a GGUFReader field, ready for GGUFWriter.add_key_value."""
+    vtype = field.types[0]
+    sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+    return field.contents(), vtype, sub
+
+
+def _rows_f32(tensor) -> np.ndarray:
+    """A float tensor of the input as float32 rows [rows, ne0]."""
+    ne0 = int(tensor.shape[0])
+    raw = np.asarray(tensor.data)
+    if tensor.tensor_type == T.F32:
+        out = raw.view(np.float32)
+    elif tensor.tensor_type == T.F16:
+        out = raw.view(np.float16).astype(np.float32)
+    else:  # BF16: the top half of a float32
+        out = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return out.reshape(-1, ne0)
+
+
+def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | None = None,
+               progress: Progress | None = None, backend: str = "auto", device: str = "auto") -> dict:
+    """Quantize `input_gguf` (F32/F16/BF16 tensors) to `output` with `mix` (name or Mix).
+
+    Returns a summary: output path, mix, file_type, tensor count, bytes in and out, seconds.
+    """
+    from . import quantize  # the package function (avoids a cycle at import time)
+
+    started = time.perf_counter()
+    mix = mixes.parse_mix(mix) if isinstance(mix, str) else mix
+    input_gguf, output = Path(input_gguf), Path(output)
+    if output.exists() and not force:
+        raise OutputExistsError("output exists (use --force to overwrite)", path=output)
+    try:
+        reader = GGUFReader(input_gguf)
+    except (OSError, ValueError) as err:
+        raise GGUFError(f"cannot read GGUF: {err}", path=input_gguf) from err
+
+    arch_field = reader.get_field("general.architecture")
+    arch = arch_field.contents() if arch_field is not None else "llama"
+    block_count = reader.get_field(f"{arch}.block_count")
+    n_layer = int(block_count.contents()) if block_count is not None else 0
+
+    by_name = {t.name: t for t in reader.tensors}
+    for t in reader.tensors:
+        if t.tensor_type not in _FLOAT_INPUTS:
+            raise GGUFError(f"requantizing from {t.tensor_type.name} is not supported; give an F32/F16/BF16 GGUF",
+                            path=input_gguf, tensor=t.name)
+    shapes = [(t.name, tuple(int(d) for d in t.shape)) for t in reader.tensors]
+    targets = mixes.tensor_types(shapes, mix, n_layer=n_layer, arch=arch)
+    order = mixes.quantize_order(by_name)
+    for name in order:  # tensors llama-quantize leaves alone keep their input type
+        if not mixes.allows_quantization(name, by_name[name].shape):
+            targets[name] = by_name[name].tensor_type
+
+    writer = GGUFWriter(None, arch)
+    kv = writer.kv_data[0]
+    kv.clear()
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in _DROPPED or field.name in _TAIL:
+            continue
+        writer.add_key_value(field.name, *_field_value(field))
+    writer.add_uint32("general.quantization_version", QUANTIZATION_VERSION)
+    writer.add_uint32("general.file_type", mix.file_type)
+
+    for name in order:
+        t = by_name[name]
+        ttype = targets[name]
+        block, type_size = GGML_QUANT_SIZES[ttype]
+        ne = [int(d) for d in t.shape]
+        nbytes = int(np.prod(ne[1:], dtype=np.int64)) * (ne[0] // block) * type_size
+        writer.add_tensor_info(name, list(reversed(ne)), np.dtype(np.float32), nbytes, raw_dtype=ttype)
+
+    bytes_in = sum(int(t.n_bytes) for t in reader.tensors)
+    bytes_out = 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    os.close(fd)
+    try:
+        writer.write_header_to_file(Path(tmp))
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        with or_null(progress).task(f"quantize {mix.name}", total=bytes_in) as task:
+            for name in order:
+                t = by_name[name]
+                ttype = targets[name]
+                if ttype == t.tensor_type:
+                    data = np.asarray(t.data).view(np.uint8)
+                else:
+                    data = quantize(_rows_f32(t), ttype, backend=backend, device=device,
+                                    tensor_name=name, threads=threads)
+                writer.write_tensor_data(data.reshape(-1))
+                bytes_out += data.nbytes
+                task.advance(int(t.n_bytes))
+        writer.close()
+        os.replace(tmp, output)
+    except BaseException:
+        writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return {
+        "output": str(output),
+        "mix": mix.name,
+        "file_type": mix.file_type,
+        "tensors": len(order),
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

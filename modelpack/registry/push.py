@@ -1,0 +1,403 @@
+"""Push blobs and manifests: HEAD, cross-repo mount, POST + PATCH chunks + PUT ?digest=.
+
+Resumable: after every chunk the registry confirms, the upload URL and offset are saved in
+$MODELPACK_HOME/uploads/<key>.json (key: registry, repository, digest). A later push of the
+same blob asks the registry for the confirmed range (GET on the upload URL) and sends only the
+rest. When the registry can no longer continue that session (CNCF distribution drops one whose
+last PATCH was cut off midway), that blob alone starts over. SIGINT/SIGTERM under
+`graceful_interrupt()` finish the chunk in flight first, so such a push always resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from modelpack.errors import DigestMismatchError, NotFoundError, ProtocolError, RegistryError
+from modelpack.fsutil import write_bytes_atomic
+from modelpack.progress import Progress, Task, or_null
+from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, repository_scope
+
+DEFAULT_CHUNK = 64 << 20  # bytes per PATCH: big enough for full speed, small enough to lose little
+PIECE = 1 << 20  # bytes per read/send inside one PATCH
+MAX_RECOVERIES = 8  # failed PATCHes (cut connection, expired token, 5xx) survived per blob
+RECOVERABLE = frozenset({None, 400, 401, 404, 416, 500, 502, 503, 504})
+OCTET = "application/octet-stream"
+
+
+@dataclass
+class BlobPush:
+    digest: str
+    size: int
+    action: str  # exists | mounted | uploaded | resumed | restarted
+    bytes_sent: int = 0
+    resumed_from: int = 0
+    restarts: int = 0  # times the registry lost the session and the blob started over
+
+
+@dataclass
+class PushResult:
+    ref: str
+    manifest_digest: str
+    media_type: str
+    blobs: list[BlobPush] = field(default_factory=list)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(b.bytes_sent for b in self.blobs)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "bytes_sent": self.bytes_sent}
+
+
+# ---- small persistent state: upload sessions and where blobs are known to live ------------------
+def _uploads_dir(home: Path) -> Path:
+    return Path(home) / "uploads"
+
+
+def session_path(home: Path, host: str, repository: str, digest: str) -> Path:
+    key = hashlib.sha256(f"{host}/{repository}@{digest}".encode()).hexdigest()[:40]
+    return _uploads_dir(home) / f"{key}.json"
+
+
+def load_session(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_session(path: Path, **state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(state).encode())
+
+
+def remember_sources(home: Path, host: str, repository: str, digests: list[str]) -> None:
+    """Note that `repository` on `host` holds `digests`, for cross-repo mounts later."""
+    path = _uploads_dir(home) / "sources.json"
+    known = load_session(path) or {}
+    per_host = known.setdefault(host, {})
+    for digest in digests:
+        repos = [r for r in per_host.get(digest, []) if r != repository]
+        per_host[digest] = ([repository] + repos)[:8]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(known).encode())
+
+
+def known_sources(home: Path, host: str, digest: str) -> list[str]:
+    known = load_session(_uploads_dir(home) / "sources.json") or {}
+    return list(known.get(host, {}).get(digest, []))
+
+
+# ---- interruption -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def graceful_interrupt() -> Iterator[threading.Event]:
+    """First SIGINT/SIGTERM sets the event (push stops after the chunk in flight); a second aborts."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+# ---- one blob -----------------------------------------------------------------------------------
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _confirmed_end(resp: requests.Response, expected: int) -> int:
+    """Offset after the last byte the registry holds, from its `Range: 0-<last>` header."""
+    value = resp.headers.get("Range", "")
+    if not value:
+        return expected
+    try:
+        last = int(value.rpartition("-")[2])
+    except ValueError:
+        raise ProtocolError(f"bad Range header {value!r} in upload answer", url=resp.url.split("?")[0]) from None
+    # distribution answers '0-0' for an empty upload as well as for one byte
+    return expected if last == 0 and expected <= 1 else last + 1
+
+
+class _ChunkBody:
+    """A PATCH body: `length` bytes of `f` from its position, hashed and counted as sent."""
+
+    def __init__(self, f, length: int, hasher, task: Task, sent: list[int]) -> None:
+        self.f, self.length, self.hasher, self.task, self.sent = f, length, hasher, task, sent
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        buf = bytearray(min(PIECE, self.length) or 1)
+        view = memoryview(buf)
+        left = self.length
+        while left:
+            n = self.f.readinto(view[: min(PIECE, left)])
+            if not n:
+                raise DigestMismatchError("local blob is shorter than its descriptor says", path=self.f.name)
+            piece = view[:n]
+            self.hasher.update(piece)
+            yield piece
+            left -= n
+            self.sent[0] += n
+            self.task.advance(n)
+
+
+class _NoTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+class BlobUploader:
+    """Uploads one local file as a blob of `repository`, resuming a saved session if any."""
+
+    def __init__(self, client: RegistryClient, repository: str, *, home: Path, chunk_size: int = DEFAULT_CHUNK,
+                 stop: threading.Event | None = None) -> None:
+        self.client = client
+        self.repository = repository
+        self.home = Path(home)
+        self.chunk_size = max(int(chunk_size), 1)
+        self.stop = stop or threading.Event()
+        self.scope = repository_scope(repository, "pull,push")
+
+    def exists(self, digest: str) -> bool:
+        resp = self.client.request("HEAD", f"/v2/{self.repository}/blobs/{digest}", scope=self.scope, ok=(200, 404))
+        resp.close()
+        return resp.status_code == 200
+
+    def _start(self, digest: str, mount_from: list[str]) -> tuple[str | None, bool]:
+        """POST a new upload; returns (upload URL, mounted)."""
+        path = f"/v2/{self.repository}/blobs/uploads/"
+        for source in mount_from:
+            if source == self.repository:
+                continue
+            scope = f"{self.scope} {repository_scope(source, 'pull')}"
+            try:
+                resp = self.client.request("POST", _with_query(path, mount=digest, **{"from": source}),
+                                           scope=scope, ok=(201, 202))
+            except RegistryError:
+                continue  # no access to the source: upload instead
+            resp.close()
+            if resp.status_code == 201:
+                return None, True
+            return urljoin(resp.url, resp.headers["Location"]), False
+        resp = self.client.request("POST", path, scope=self.scope, ok=(202,))
+        resp.close()
+        if "Location" not in resp.headers:
+            raise ProtocolError("upload start answered without a Location", url=resp.url)
+        return urljoin(resp.url, resp.headers["Location"]), False
+
+    def _status(self, location: str, expected: int) -> tuple[str, int] | None:
+        """Ask the registry how much of an upload it holds; None when the session is gone."""
+        try:
+            resp = self.client.request("GET", location, scope=self.scope, ok=(204,))
+        except RegistryError as err:
+            if err.status in (400, 404, 416):  # BLOB_UPLOAD_UNKNOWN / BLOB_UPLOAD_INVALID
+                return None
+            raise
+        resp.close()
+        new_location = urljoin(resp.url, resp.headers.get("Location", location))
+        return new_location, _confirmed_end(resp, expected)
+
+    def upload(self, path: str | os.PathLike, *, digest: str | None = None, size: int | None = None,
+               mount_from: list[str] = (), task: Task | None = None) -> BlobPush:
+        """Push the file at `path`; `digest` None means: compute it while sending."""
+        path = Path(path)
+        size = path.stat().st_size if size is None else size
+        task = task or _NoTask()
+        if digest is not None and self.exists(digest):
+            task.advance(size)
+            return BlobPush(digest, size, "exists")
+        state_path = session_path(self.home, self.client.host, self.repository, digest or f"file:{path}")
+        saved = load_session(state_path)
+        result = BlobPush(digest or "", size, "uploaded")
+        location, offset = None, 0
+        if saved and saved.get("size") == size:
+            status = self._status(saved["location"], saved.get("offset", 0))
+            if status is not None:
+                location, offset = status
+                result.action, result.resumed_from = "resumed", offset
+            else:  # the registry dropped the session: this blob starts over
+                result.action = "restarted"
+                state_path.unlink(missing_ok=True)
+        if location is None:
+            if digest is not None:
+                location, mounted = self._start(digest, list(mount_from))
+                if mounted:
+                    task.advance(size)
+                    return BlobPush(digest, size, "mounted")
+            else:
+                location, _ = self._start("", [])
+        sent = [0]
+        task.advance(offset)
+        recoveries = 0
+        with open(path, "rb") as f:
+            hasher = _hash_prefix(f, offset)
+            while True:
+                try:
+                    location, offset = self._send(f, location, offset, size, hasher, task, sent, state_path, digest)
+                    break
+                except RegistryError as err:
+                    if err.status not in RECOVERABLE or recoveries >= MAX_RECOVERIES:
+                        raise
+                    recoveries += 1
+                    time.sleep(self.client.backoff * recoveries)
+                    read_to = f.tell()
+                    status = self._status(location, offset)
+                    if status is None:  # the session is gone: this blob starts over
+                        location, _ = self._start(digest or "", [])
+                        offset = 0
+                        result.restarts += 1
+                    else:
+                        location, offset = status
+                    task.advance(offset - read_to)
+                    hasher = _hash_prefix(f, offset)
+        computed = "sha256:" + hasher.hexdigest()
+        if digest is not None and computed != digest:
+            self._cancel(location)
+            state_path.unlink(missing_ok=True)
+            raise DigestMismatchError(f"local blob hashes to {computed}", path=str(path), digest=digest)
+        resp = self.client.request("PUT", _with_query(location, digest=computed), scope=self.scope, ok=(201, 204))
+        resp.close()
+        state_path.unlink(missing_ok=True)
+        result.digest, result.bytes_sent = computed, sent[0]
+        return result
+
+    def _send(self, f, location: str, offset: int, size: int, hasher, task: Task, sent: list[int],
+              state_path: Path, digest: str | None) -> tuple[str, int]:
+        """PATCH chunks from `offset` to the end; returns the final upload URL and offset."""
+        while offset < size:
+            if self.stop.is_set():
+                raise KeyboardInterrupt("push interrupted; run it again to resume")
+            n = min(self.chunk_size, size - offset)
+            body = _ChunkBody(f, n, hasher, task, sent)
+            resp = self.client.request(
+                "PATCH", location, scope=self.scope, ok=(202, 204), retry=False, data=body,
+                headers={"Content-Type": OCTET, "Content-Range": f"{offset}-{offset + n - 1}"},
+            )
+            resp.close()
+            location = urljoin(resp.url, resp.headers.get("Location", location))
+            confirmed = _confirmed_end(resp, offset + n)
+            if confirmed != offset + n:
+                raise ProtocolError(f"registry confirmed {confirmed} bytes, expected {offset + n}", url=resp.url)
+            offset = confirmed
+            save_session(state_path, host=self.client.host, repository=self.repository, digest=digest,
+                         location=location, offset=offset, size=size)
+        return location, offset
+
+    def _cancel(self, location: str) -> None:
+        with contextlib.suppress(RegistryError):
+            self.client.request("DELETE", location, scope=self.scope, ok=(202, 204, 404)).close()
+
+
+def _hash_prefix(f, offset: int):
+    """A sha256 of the file's first `offset` bytes, leaving `f` positioned at `offset`."""
+    hasher = hashlib.sha256()
+    f.seek(0)
+    left = offset
+    while left:
+        data = f.read(min(PIECE * 8, left))
+        if not data:
+            raise DigestMismatchError("local blob is shorter than the registry's upload", path=f.name)
+        hasher.update(data)
+        left -= len(data)
+    return hasher
+
+
+# ---- manifests and whole bundles ----------------------------------------------------------------
+def manifest_media_type(doc: dict) -> str:
+    """The Content-Type a manifest is PUT with."""
+    if doc.get("mediaType"):
+        return doc["mediaType"]
+    config_type = (doc.get("config") or {}).get("mediaType", "")
+    if doc.get("artifactType") or not config_type.startswith("application/vnd.docker."):
+        return MANIFEST_TYPES["oci"]
+    return MANIFEST_TYPES["docker"]
+
+
+def put_manifest(client: RegistryClient, repository: str, reference: str, raw: bytes, media_type: str) -> str:
+    """PUT a manifest; returns its digest (checked against the registry's)."""
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    resp = client.request("PUT", f"/v2/{repository}/manifests/{reference}", scope=repository_scope(repository, "pull,push"),
+                          ok=(201, 200, 204), data=raw, headers={"Content-Type": media_type})
+    resp.close()
+    answered = resp.headers.get("Docker-Content-Digest")
+    if answered and answered != digest:
+        raise ProtocolError(f"registry stored the manifest as {answered}", url=resp.url, digest=digest)
+    return digest
+
+
+def manifest_descriptors(doc: dict) -> list[dict]:
+    """config first, then layers: every blob a manifest names."""
+    descs = []
+    if doc.get("config"):
+        descs.append(doc["config"])
+    descs.extend(doc.get("layers") or [])
+    return descs
+
+
+def push(
+    ref,
+    dest=None,
+    *,
+    store=None,
+    insecure: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    client: RegistryClient | None = None,
+) -> PushResult:
+    """Push the local model `ref` to `dest` (default: `ref` itself) as `host/namespace/model:tag`."""
+    from modelpack.names import parse_ref
+    from modelpack.registry.auth import get_credentials
+    from modelpack.store import Store
+
+    src = parse_ref(str(ref))
+    dst = parse_ref(str(dest)) if dest is not None else src
+    store = store if store is not None else Store()
+    raw, doc = store.get_manifest(src)
+    descriptors = manifest_descriptors(doc)
+    paths = []
+    for desc in descriptors:  # everything is checked locally before the first request
+        if not store.has_blob(desc["digest"]):
+            raise NotFoundError(f"model {src.short} references a blob missing from the store", digest=desc["digest"])
+        paths.append(store.blob_path(desc["digest"]))
+    client = client or RegistryClient(dst.host, insecure=insecure, credentials=get_credentials(dst.host))
+    uploader = BlobUploader(client, dst.repository, home=store.home, chunk_size=chunk_size, stop=stop)
+    progress = or_null(progress)
+    media_type = manifest_media_type(doc)
+    result = PushResult(str(dst), "", media_type)
+    for desc, path in zip(descriptors, paths):
+        digest, size = desc["digest"], int(desc["size"])
+        sources = known_sources(store.home, dst.host, digest)
+        if src.host == dst.host and src.repository != dst.repository:
+            sources.insert(0, src.repository)
+        with progress.task(f"push {digest[7:19]}", size) as task:
+            result.blobs.append(uploader.upload(path, digest=digest, size=size, mount_from=sources, task=task))
+    result.manifest_digest = put_manifest(client, dst.repository, dst.tag, raw, media_type)
+    remember_sources(store.home, dst.host, dst.repository, [d["digest"] for d in descriptors])
+    return result

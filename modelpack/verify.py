@@ -1,0 +1,316 @@
+"""Prove a chat template right: render it, tokenize it with the model's own tokenizer, compare.
+
+`verify()` checks one set of templates against reference conversations:
+- the Jinja and the Go template render the same text (and the same ids);
+- the rendered text equals the published prompt text, and its ids equal the published ids;
+- every special-token-looking string the template writes is a token of the vocabulary;
+- every stop string is a single special token, and the token that ends an assistant turn stops
+  generation (it is a stop string or the eos token).
+`verify_template()` finds templates, tokenizer, stop strings and references for a target (catalogue
+name, checkpoint folder, GGUF file, Modelfile, or a bundle in the store); see verify_targets.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from modelpack.catalog import CONVENTIONS, Reference
+from modelpack.templates import render_go_many, render_jinja
+from modelpack.tokenize import Tokenizer
+
+# A string that looks like a special token: <s>, </s>, <bos>, <end_of_turn>, <|im_end|>, [INST] ...
+_SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]{1,48}\|>|</?[A-Za-z][A-Za-z0-9_.-]{0,40}>")
+_MAX_MISMATCHES = 5
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+    severity: str = "error"  # error: fails the verification; warning/info: reported only
+    reference: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Mismatch:
+    """One place where tokenized ids differ from the expected ids."""
+
+    reference: str
+    source: str  # "jinja" or "go"
+    position: int  # index into the expected ids
+    expected_ids: list[int]
+    expected_pieces: list[str]
+    actual_ids: list[int]
+    actual_pieces: list[str]
+    context: str  # the expected text around the place
+
+    def describe(self) -> str:
+        exp = " ".join(f"{i} {p!r}" for i, p in zip(self.expected_ids, self.expected_pieces)) or "(nothing)"
+        act = " ".join(f"{i} {p!r}" for i, p in zip(self.actual_ids, self.actual_pieces)) or "(nothing)"
+        return f"at token {self.position}: expected {exp}, got {act}; near {self.context!r}"
+
+
+@dataclass
+class VerifyReport:
+    target: str
+    checks: list[Check] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    tokenizer: str | None = None
+    convention: str | None = None
+    model: str | None = None  # the catalogue entry the references came from
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.severity == "error")
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and c.severity == "error"]
+
+    def add(self, name: str, ok: bool, message: str, **kw) -> Check:
+        check = Check(name, ok, message, **kw)
+        self.checks.append(check)
+        return check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "ok": self.ok, "model": self.model, "tokenizer": self.tokenizer,
+                "convention": self.convention, "checks": [asdict(c) for c in self.checks],
+                "mismatches": [asdict(m) for m in self.mismatches]}
+
+    def format(self) -> str:
+        """The report as lines a person reads."""
+        head = f"{self.target}: {'OK' if self.ok else 'FAILED'}"
+        facts = [f"model {self.model}" if self.model else None,
+                 f"tokenizer {self.tokenizer}" if self.tokenizer else "no tokenizer (ids not checked)",
+                 f"convention {self.convention}" if self.convention else None]
+        lines = [head, "  " + "; ".join(f for f in facts if f)]
+        for c in self.checks:
+            mark = "ok  " if c.ok else ("FAIL" if c.severity == "error" else c.severity.upper()[:4])
+            lines.append(f"  {mark} {c.name}: {c.message}")
+            for extra in c.details.get("lines", []):
+                lines.append(f"         {extra}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- diffs
+
+def text_diff(expected: str, actual: str, *, width: int = 30, labels: tuple[str, str] = ("expected", "got")) -> str:
+    """Where two texts first differ, with the text around it."""
+    n = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+    lo = max(0, n - width)
+    return (f"first difference at character {n}: {labels[0]} {expected[lo:n + width]!r}, "
+            f"{labels[1]} {actual[lo:n + width]!r}")
+
+
+def id_mismatches(tok: Tokenizer, expected: list[int], actual: list[int], *, reference: str,
+                  source: str) -> list[Mismatch]:
+    out = []
+    ops = difflib.SequenceMatcher(a=expected, b=actual, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal":
+            continue
+        ctx = tok.decode(expected[max(0, i1 - 4):min(len(expected), i2 + 4)])
+        out.append(Mismatch(reference, source, i1, expected[i1:i2], [tok.piece(i) for i in expected[i1:i2]],
+                            actual[j1:j2], [tok.piece(i) for i in actual[j1:j2]], ctx))
+        if len(out) >= _MAX_MISMATCHES:
+            break
+    return out
+
+
+def _strip_bos(text: str, bos: str | None) -> str:
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def _suggest(name: str, tok: Tokenizer) -> str | None:
+    """The special token of the vocabulary that `name` most likely meant."""
+    norm = re.sub(r"[^a-z0-9]", "", name.lower())
+    for special in tok.specials:
+        if re.sub(r"[^a-z0-9]", "", special.lower()) == norm and special != name:
+            return special
+    close = difflib.get_close_matches(name, list(tok.specials), n=1, cutoff=0.75)
+    return close[0] if close and close[0] != name else None
+
+
+# ---------------------------------------------------------------- the checks
+
+def _diagnose(tok: Tokenizer, ref: Reference, text: str, expected: list[int], actual: list[int],
+              convention: str, mism: list[Mismatch]) -> list[str]:
+    """Sentences that say why ids differ, when a cause can be named."""
+    hints = []
+    published_text = tok.decode(expected)
+    missing = [m["content"] for m in ref.messages if m.get("content") and m["content"] not in published_text]
+    if missing:
+        hints.append(f"the published ids are not of this conversation: they decode to {published_text!r}, "
+                     f"which does not contain {missing[0]!r}")
+    for other in CONVENTIONS:
+        if other not in (convention, "piecewise") and tok.encode(text, convention=other) == expected:
+            hints.append(f"the ids match when tokenized with the {other!r} convention instead of {convention!r}")
+    if convention == "legacy-false" and tok.encode(text, convention="split-special") == expected:
+        hints.append("transformers' legacy=False drops the space SentencePiece puts before text that follows a "
+                     "special token (e.g. '▁G' becomes 'G'); the published ids assume legacy=True, which is "
+                     "also what llama.cpp and Ollama do: set \"legacy\": true in tokenizer_config.json")
+    for m in mism:
+        if m.expected_pieces and m.actual_pieces:
+            e, a = m.expected_pieces[0], m.actual_pieces[0]
+            if e.startswith("▁") and not a.startswith("▁") and e[1:2] == a[:1] and convention == "split-special":
+                hints.append(f"a space is missing before {e[1:]!r} (near {m.context!r}): check the template's "
+                             f"role prefix, e.g. 'User: ' needs the space after the colon")
+                break
+            if a.startswith("▁") and not e.startswith("▁") and a[1:2] == e[:1]:
+                hints.append(f"the template writes an extra space before {e!r} (near {m.context!r})")
+                break
+    return hints
+
+
+def _check_specials(report: Report, tok: Tokenizer, texts: dict[str, str], ref: Reference) -> None:
+    contents = [m.get("content", "") for m in ref.messages]
+    for source, text in texts.items():
+        seen = set()
+        for m in _SPECIAL_LOOKING.finditer(text):
+            name = m.group(0)
+            if name in seen or name in tok.specials or any(name in c for c in contents):
+                continue
+            seen.add(name)
+            ids = tok.encode(name)
+            guess = _suggest(name, tok)
+            msg = (f"the {source} template writes {name!r}, which is not a token of the vocabulary: it becomes "
+                   f"{len(ids)} ordinary pieces ({' '.join(repr(tok.piece(i)) for i in ids)})")
+            if guess:
+                msg += f"; the vocabulary has {guess!r} (id {tok.specials[guess]})"
+            report.add(f"special-tokens[{ref.name}/{source}]", False, msg, reference=ref.name)
+
+
+def _check_stops(report: Report, tok: Tokenizer | None, stop: list[str], jinja: str | None, go: str | None,
+                 bos: str | None, eos: str | None, eot: str | None) -> None:
+    if tok is None:
+        if eot and eot not in stop and eot != eos:
+            report.add("stop[end-of-turn]", False, f"the end-of-turn token {eot!r} is not a stop string "
+                       f"(stop: {stop}): generation would run past the end of the answer")
+        return
+    for s in stop:
+        ids = tok.encode(s)
+        if len(ids) == 1 and ids[0] in tok.specials.values():
+            report.add(f"stop[{s}]", True, f"a single special token (id {ids[0]})")
+            continue
+        guess = _suggest(s, tok)
+        msg = (f"stop string {s!r} is {len(ids)} tokens ({' '.join(f'{i} {tok.piece(i)!r}' for i in ids)}), "
+               f"not one special token: generation stops only after the model writes that exact text")
+        if guess:
+            msg += f"; did you mean {guess!r} (id {tok.specials[guess]})?"
+        report.add(f"stop[{s}]", False, msg)
+    # Which token ends an assistant turn? Render a short chat and look right after the answer.
+    probe = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Sure"},
+             {"role": "user", "content": "Thanks"}]
+    rendered = None
+    if jinja:
+        rendered = _strip_bos(render_jinja(jinja, probe, bos_token=bos or "", eos_token=eos or "",
+                                           add_generation_prompt=True), bos)
+    elif go:
+        rendered = render_go_many([(go, probe, None)])[0]
+    if rendered is None or "Sure" not in rendered:
+        return
+    after = tok.split_special(rendered[rendered.index("Sure") + len("Sure"):])
+    ender = next(((p, i) for p, i in after[:2] if i is not None), None)
+    if ender is None:
+        report.add("stop[end-of-turn]", False, "the template ends an assistant turn with plain text, not a "
+                   "special token: make sure a stop string ends generation", severity="warning")
+        return
+    piece, token = ender
+    stop_ids = {tok.encode(s)[0] for s in stop if len(tok.encode(s)) == 1}
+    if token in stop_ids or token == tok.eos_id:
+        report.add("stop[end-of-turn]", True, f"assistant turns end with {piece!r} (id {token}), which stops generation")
+    else:
+        report.add("stop[end-of-turn]", False, f"assistant turns end with {piece!r} (id {token}) but it is neither "
+                   f"a stop string ({stop}) nor the eos token: generation would run on past the answer")
+
+
+def verify(jinja_template: str | None, go_template: str | None, stop: list[str] | None,
+           tokenizer: Tokenizer | None, references: list[Reference], *, bos_token: str | None = None,
+           eos_token: str | None = None, eot_token: str | None = None, system: str | None = None,
+           convention: str | None = None, target: str = "", model: str | None = None) -> VerifyReport:
+    """Check templates against references with a tokenizer (None: text checks only)."""
+    tok = tokenizer
+    report = VerifyReport(target=target, tokenizer=tok.source if tok else None, model=model)
+    if tok is not None:
+        if bos_token is None and tok.bos_id is not None:
+            bos_token = tok.piece(tok.bos_id)
+        if eos_token is None and tok.eos_id is not None:
+            eos_token = tok.piece(tok.eos_id)
+    jinja_convention = convention or ("legacy-false" if tok is not None and tok.legacy is False
+                                      and tok.add_dummy_prefix else None)
+    if not jinja_template and not go_template:
+        report.add("templates", False, "no template to verify (neither a Jinja chat_template nor a Go TEMPLATE)")
+        return report
+    if not references:
+        report.add("references", True, "no reference conversations: only the stop strings were checked",
+                   severity="warning")
+    go_jobs = [(go_template, r.messages, system) for r in references] if go_template else []
+    go_texts = render_go_many(go_jobs) if go_jobs else []
+    for k, ref in enumerate(references):
+        conv = jinja_convention or ref.convention
+        report.convention = conv
+        texts: dict[str, str] = {}
+        if jinja_template and not ref.go_only:
+            texts["jinja"] = render_jinja(jinja_template, ref.messages, bos_token=bos_token or "",
+                                          eos_token=eos_token or "", add_generation_prompt=ref.add_generation_prompt)
+        if go_template:
+            texts["go"] = go_texts[k]
+        plain = {s: _strip_bos(t, bos_token) if s == "jinja" else t for s, t in texts.items()}
+        if "jinja" in plain and "go" in plain:
+            same = plain["jinja"] == plain["go"]
+            report.add(f"jinja-vs-go[{ref.name}]", same, "the Jinja and Go templates render the same text" if same
+                       else "the Jinja and Go templates render differently: "
+                       + text_diff(plain["jinja"], plain["go"], labels=("Jinja", "Go")),
+                       reference=ref.name)
+        if ref.text is not None:
+            for source, text in plain.items():
+                same = text == ref.text
+                report.add(f"text[{ref.name}/{source}]", same, "renders the published prompt text" if same
+                           else "does not render the published prompt text: " + text_diff(ref.text, text),
+                           reference=ref.name)
+        if tok is None:
+            continue
+        _check_specials(report, tok, plain, ref)
+        for source, text in texts.items():
+            # HF tokenizes the Jinja output as it is; llama.cpp/Ollama add BOS to the Go output.
+            c = conv if source == "jinja" else "split-special"
+            ids = tok.encode(text, convention=c, add_bos=(source == "go" and tok.add_bos))
+            if ref.ids is None:
+                report.add(f"ids[{ref.name}/{source}]", True, f"{len(ids)} tokens (no published ids to compare)",
+                           severity="info", reference=ref.name, details={"ids": ids})
+                continue
+            if ids == ref.ids:
+                report.add(f"ids[{ref.name}/{source}]", True, f"reproduces the {len(ids)} published ids ({c})",
+                           reference=ref.name)
+                continue
+            mism = id_mismatches(tok, ref.ids, ids, reference=ref.name, source=source)
+            report.mismatches.extend(mism)
+            hints = _diagnose(tok, ref, text, ref.ids, ids, c, mism)
+            msg = (f"{source} template tokenized with {c!r} gives {len(ids)} ids, published {len(ref.ids)}; "
+                   f"{mism[0].describe() if mism else ''}")
+            report.add(f"ids[{ref.name}/{source}]", False, msg, reference=ref.name,
+                       details={"lines": [m.describe() for m in mism[1:]] + [f"hint: {h}" for h in hints],
+                                "ids": ids, "expected": ref.ids})
+    _check_stops(report, tok, list(stop or []), jinja_template, go_template, bos_token, eos_token, eot_token)
+    return report
+
+
+Report = VerifyReport
+
+
+def verify_template(target: str, *, references: list[Reference] | None = None, variant: str | None = None,
+                    tokenizer: str | None = None, model: str | None = None,
+                    convention: str | None = None) -> VerifyReport:
+    """Verify the templates of a catalogue name, checkpoint folder, GGUF file, Modelfile or store bundle."""
+    from modelpack.verify_targets import resolve
+
+    job = resolve(target, variant=variant, tokenizer=tokenizer, model=model)
+    refs = references if references is not None else job.references
+    return verify(job.jinja_template, job.go_template, job.stop, job.tokenizer, refs, bos_token=job.bos_token,
+                  eos_token=job.eos_token, eot_token=job.eot_token, system=job.system, convention=convention,
+                  target=target, model=job.model)
