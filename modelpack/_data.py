@@ -7,6 +7,7 @@ under <prefix>/share/modelpack/ (pyproject's data-files). MODELPACK_DATA_DIR ove
 from __future__ import annotations
 
 import os
+import site
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def data_dir(name: str) -> Path:
         candidates.append(Path(os.environ["MODELPACK_DATA_DIR"]) / name)
     candidates.append(Path(__file__).resolve().parent.parent / name)
     candidates.append(Path(sys.prefix) / "share" / "modelpack" / name)
+    candidates.append(Path(site.getuserbase()) / "share" / "modelpack" / name)  # pip install --user
     for folder in candidates:
         if folder.is_dir():
             return folder

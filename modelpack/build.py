@@ -484,8 +484,10 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
                                    licenses=list(parts.licenses) + list(recipe.licenses),
                                    messages=list(recipe.messages or parts.messages))
             layers = modelpack_layers(store, model, merged)
-            entry = src.entry
+            entry = src.entry or _match_catalog(merged.jinja_template)
             license_ids = list(dict.fromkeys(list(parts.license_ids) + list(recipe.license_ids)))
+            if not license_ids and facts.license:  # what the GGUF says (general.license)
+                license_ids = [x.strip() for x in facts.license.split(" AND ") if x.strip()]
             cfg_bytes = bundle.ModelPackConfig(
                 name=src.name, family=facts.architecture, licenses=license_ids,
                 source_url=f"https://huggingface.co/{entry.repo}" if entry is not None else "",

@@ -114,7 +114,7 @@ class CatalogEntry:
                 "jinja_template": self.jinja_template, "go_template": self.go_template}
 
 
-_OVERRIDABLE = {"jinja_template", "go_template", "system", "stop", "parameters"}
+_OVERRIDABLE = {"jinja_template", "go_template", "system", "stop", "parameters", "training_format"}
 _REQUIRED = ("name", "repo", "architecture", "context_length", "license", "jinja_template", "go_template")
 
 

@@ -7,8 +7,10 @@ GGUF to evaluate or complete text (`modelpack run`, the llama.cpp proof tests).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
+import threading
 import json
 import os
 from dataclasses import dataclass, field
@@ -132,14 +134,45 @@ def _llama_module():
     return llama_cpp
 
 
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp: Any, **fields: Any):
+    """Set llama_model_params fields that llama_cpp.Llama() does not expose, while it loads."""
+    low = llama_cpp.llama_cpp
+    original = low.llama_model_default_params
+    known = {name for name, _ in original()._fields_}
+
+    def patched():
+        params = original()
+        for name, value in fields.items():
+            if name in known:
+                setattr(params, name, value)
+        return params
+
+    with _params_lock:
+        low.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = original
+
+
 def load_model(gguf_path: str | os.PathLike, *, n_ctx: int = 2048, n_threads: int | None = None,
                logits_all: bool = False, vocab_only: bool = False, seed: int | None = None,
-               exact: bool = False, verbose: bool = False, **llama_kwargs: Any) -> Any:
+               exact: bool = False, extra_buffer_types: bool | None = None, verbose: bool = False,
+               **llama_kwargs: Any) -> Any:
     """A llama_cpp.Llama for one GGUF file (CPU; n_threads defaults to min(4, cores)).
 
     exact=True keeps the KV cache in F32 and flash attention off (llama.cpp's defaults store K and V
     as F16, about 1e-3 relative), for comparing logits with a reference implementation.
+    extra_buffer_types: llama.cpp's repacked/AMX weight buffers for quantized tensors. Off unless
+    asked for (or MODELPACK_LLAMA_EXTRA_BUFTS=1): on AMX CPUs inside containers they crash
+    llama.cpp (SIGSEGV in decode), and they only change speed, not results.
     """
+    if extra_buffer_types is None:
+        extra_buffer_types = os.environ.get("MODELPACK_LLAMA_EXTRA_BUFTS", "0") not in ("", "0")
     llama_cpp = _llama_module()
     path = Path(gguf_path)
     if not path.is_file():
@@ -155,7 +188,8 @@ def load_model(gguf_path: str | os.PathLike, *, n_ctx: int = 2048, n_threads: in
         kwargs.update(type_k=int(GGMLQuantizationType.F32), type_v=int(GGMLQuantizationType.F32),
                       flash_attn=False)
     try:
-        return llama_cpp.Llama(**kwargs)
+        with _model_params(llama_cpp, use_extra_bufts=extra_buffer_types):
+            return llama_cpp.Llama(**kwargs)
     except (ValueError, RuntimeError) as err:
         raise GGUFError(f"llama.cpp could not load it: {err}", path=str(path)) from err
 

@@ -91,7 +91,7 @@ def go_renderer() -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         src = Path(tmp) / "main.go"
         src.write_text(GO_SOURCE, encoding="utf-8")
-        env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", GOTOOLCHAIN="local", CGO_ENABLED="0",
+        env = dict(os.environ, GOPROXY="off", GOTOOLCHAIN="local", CGO_ENABLED="0",
                    GO111MODULE="off")
         env.setdefault("GOCACHE", str(_cache_dir() / "gocache"))
         env.setdefault("GOPATH", str(_cache_dir() / "gopath"))

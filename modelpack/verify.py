@@ -18,12 +18,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from modelpack.catalog import CONVENTIONS, Reference
+from modelpack.errors import TemplateError
 from modelpack.templates import render_go_many, render_jinja
 from modelpack.tokenize import Tokenizer
 
 # A string that looks like a special token: <s>, </s>, <bos>, <end_of_turn>, <|im_end|>, [INST] ...
 _SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]{1,48}\|>|</?[A-Za-z][A-Za-z0-9_.-]{0,40}>")
 _MAX_MISMATCHES = 5
+# A chat to render when there is no reference: the answer "Sure" shows which token ends a turn.
+PROBE_CHAT = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Sure"},
+              {"role": "user", "content": "Thanks"}]
 
 
 @dataclass
@@ -154,7 +158,22 @@ def _diagnose(tok: Tokenizer, ref: Reference, text: str, expected: list[int], ac
         hints.append("transformers' legacy=False drops the space SentencePiece puts before text that follows a "
                      "special token (e.g. '▁G' becomes 'G'); the published ids assume legacy=True, which is "
                      "also what llama.cpp and Ollama do: set \"legacy\": true in tokenizer_config.json")
+    bos = tok.bos_id
+    if bos is not None and expected[:1] == [bos] and actual[:1] != [bos]:
+        hints.append(f"the ids do not start with BOS {tok.piece(bos)!r} (id {bos}): the Jinja template should begin "
+                     f"with {{{{ bos_token }}}}")
+    if bos is not None and actual[:2] == [bos, bos] and expected[:2] != [bos, bos]:
+        hints.append(f"BOS {tok.piece(bos)!r} comes twice: the runtime adds it already, so the template must not "
+                     f"write it")
+    if len(actual) < len(expected) and expected[:len(actual)] == actual:
+        hints.append(f"the rendering stops early: {tok.decode(expected[len(actual):])!r} is missing at the end "
+                     f"(is add_generation_prompt handled?)")
+    elif len(actual) > len(expected) and actual[:len(expected)] == expected:
+        hints.append(f"the rendering has extra text at the end: {tok.decode(actual[len(expected):])!r}")
     for m in mism:
+        if m.actual_pieces[:1] == ["▁"] and m.expected_pieces[:1] != ["▁"]:
+            hints.append(f"the template writes an extra space at token {m.position} (near {m.context!r})")
+            break
         if m.expected_pieces and m.actual_pieces:
             e, a = m.expected_pieces[0], m.actual_pieces[0]
             if e.startswith("▁") and not a.startswith("▁") and e[1:2] == a[:1] and convention == "split-special":
@@ -204,14 +223,16 @@ def _check_stops(report: Report, tok: Tokenizer | None, stop: list[str], jinja: 
             msg += f"; did you mean {guess!r} (id {tok.specials[guess]})?"
         report.add(f"stop[{s}]", False, msg)
     # Which token ends an assistant turn? Render a short chat and look right after the answer.
-    probe = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Sure"},
-             {"role": "user", "content": "Thanks"}]
+    probe = PROBE_CHAT
     rendered = None
-    if jinja:
-        rendered = _strip_bos(render_jinja(jinja, probe, bos_token=bos or "", eos_token=eos or "",
-                                           add_generation_prompt=True), bos)
-    elif go:
-        rendered = render_go_many([(go, probe, None)])[0]
+    try:
+        if jinja:
+            rendered = _strip_bos(render_jinja(jinja, probe, bos_token=bos or "", eos_token=eos or "",
+                                               add_generation_prompt=True), bos)
+        elif go:
+            rendered = render_go_many([(go, probe, None)])[0]
+    except TemplateError:
+        return  # already reported by the render checks
     if rendered is None or "Sure" not in rendered:
         return
     after = tok.split_special(rendered[rendered.index("Sure") + len("Sure"):])
@@ -229,10 +250,46 @@ def _check_stops(report: Report, tok: Tokenizer | None, stop: list[str], jinja: 
                    f"a stop string ({stop}) nor the eos token: generation would run on past the answer")
 
 
+def training_ids(tok: Tokenizer, fmt: dict[str, Any], messages: list[dict[str, str]],
+                 add_generation_prompt: bool = True) -> list[int]:
+    """OpenChat's own tokenization (the cards' generate_conversation_template): BOS, then each role
+    prefix and each message tokenized apart, the end-of-turn id after every message."""
+    eot = tok.specials[fmt["eot"]]
+    ids = [tok.specials[fmt["bos"]]] if fmt.get("bos") else []
+    for m in messages:
+        if m["role"] == "system":
+            ids += tok.encode_plain(m["content"]) + [eot]
+            continue
+        ids += tok.encode_plain(fmt["role_prefix"][m["role"]]) + tok.encode_plain(m["content"]) + [eot]
+    if add_generation_prompt:
+        ids += tok.encode_plain(fmt["role_prefix"]["assistant"])
+    return ids
+
+
+def _check_training_format(report: VerifyReport, tok: Tokenizer, fmt: dict[str, Any], ref: Reference,
+                           ids: list[int], convention: str) -> None:
+    try:
+        trained = training_ids(tok, fmt, ref.messages, ref.add_generation_prompt)
+    except KeyError as err:  # a role or token the training format does not know
+        report.add(f"training-format[{ref.name}]", False, f"not comparable with the training format ({err})",
+                   severity="info", reference=ref.name)
+        return
+    if trained == ids:
+        report.add(f"training-format[{ref.name}]", True, f"the {convention!r} ids equal those of the model's own "
+                   "training code (role prefix and message tokenized apart)", severity="info", reference=ref.name)
+        return
+    m = id_mismatches(tok, trained, ids, reference=ref.name, source="training")[0]
+    report.add(f"training-format[{ref.name}]", False, f"this check uses the {convention!r} convention (llama.cpp, "
+               f"Ollama, HF legacy=True); the model's own training code tokenizes role prefix and message apart "
+               f"differs (expected: training code, got: template) {m.describe()}", severity="warning",
+               reference=ref.name)
+
+
 def verify(jinja_template: str | None, go_template: str | None, stop: list[str] | None,
            tokenizer: Tokenizer | None, references: list[Reference], *, bos_token: str | None = None,
            eos_token: str | None = None, eot_token: str | None = None, system: str | None = None,
-           convention: str | None = None, target: str = "", model: str | None = None) -> VerifyReport:
+           convention: str | None = None, target: str = "", model: str | None = None,
+           training_format: dict[str, Any] | None = None) -> VerifyReport:
     """Check templates against references with a tokenizer (None: text checks only)."""
     tok = tokenizer
     report = VerifyReport(target=target, tokenizer=tok.source if tok else None, model=model)
@@ -247,19 +304,33 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
         report.add("templates", False, "no template to verify (neither a Jinja chat_template nor a Go TEMPLATE)")
         return report
     if not references:
-        report.add("references", True, "no reference conversations: only the stop strings were checked",
-                   severity="warning")
-    go_jobs = [(go_template, r.messages, system) for r in references] if go_template else []
-    go_texts = render_go_many(go_jobs) if go_jobs else []
+        report.add("references", False, "no reference conversations with published ids: the templates were "
+                   "checked on a probe chat only", severity="warning")
+        references = [Reference(name="probe", messages=PROBE_CHAT)]
+    # References are the published conversations, without the model's default SYSTEM prompt.
+    go_jobs = [(go_template, r.messages, None) for r in references] if go_template else []
+    go_texts: list = []
+    if go_jobs:
+        try:
+            go_texts = render_go_many(go_jobs)
+        except TemplateError as err:  # one failing job fails them all: the template is wrong
+            go_texts = [err] * len(go_jobs)
     for k, ref in enumerate(references):
         conv = jinja_convention or ref.convention
         report.convention = conv
         texts: dict[str, str] = {}
         if jinja_template and not ref.go_only:
-            texts["jinja"] = render_jinja(jinja_template, ref.messages, bos_token=bos_token or "",
-                                          eos_token=eos_token or "", add_generation_prompt=ref.add_generation_prompt)
+            try:
+                texts["jinja"] = render_jinja(jinja_template, ref.messages, bos_token=bos_token or "",
+                                              eos_token=eos_token or "",
+                                              add_generation_prompt=ref.add_generation_prompt)
+            except TemplateError as err:
+                report.add(f"render[{ref.name}/jinja]", False, str(err), reference=ref.name)
         if go_template:
-            texts["go"] = go_texts[k]
+            if isinstance(go_texts[k], TemplateError):
+                report.add(f"render[{ref.name}/go]", False, str(go_texts[k]), reference=ref.name)
+            else:
+                texts["go"] = go_texts[k]
         plain = {s: _strip_bos(t, bos_token) if s == "jinja" else t for s, t in texts.items()}
         if "jinja" in plain and "go" in plain:
             same = plain["jinja"] == plain["go"]
@@ -270,8 +341,8 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
         if ref.text is not None:
             for source, text in plain.items():
                 same = text == ref.text
-                report.add(f"text[{ref.name}/{source}]", same, "renders the published prompt text" if same
-                           else "does not render the published prompt text: " + text_diff(ref.text, text),
+                report.add(f"text[{ref.name}/{source}]", same, "renders the reference prompt text" if same
+                           else "does not render the reference prompt text: " + text_diff(ref.text, text),
                            reference=ref.name)
         if tok is None:
             continue
@@ -280,6 +351,8 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
             # HF tokenizes the Jinja output as it is; llama.cpp/Ollama add BOS to the Go output.
             c = conv if source == "jinja" else "split-special"
             ids = tok.encode(text, convention=c, add_bos=(source == "go" and tok.add_bos))
+            if training_format and source == "jinja":
+                _check_training_format(report, tok, training_format, ref, ids, c)
             if ref.ids is None:
                 report.add(f"ids[{ref.name}/{source}]", True, f"{len(ids)} tokens (no published ids to compare)",
                            severity="info", reference=ref.name, details={"ids": ids})
@@ -296,8 +369,24 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
             report.add(f"ids[{ref.name}/{source}]", False, msg, reference=ref.name,
                        details={"lines": [m.describe() for m in mism[1:]] + [f"hint: {h}" for h in hints],
                                 "ids": ids, "expected": ref.ids})
+    if system and jinja_template and go_template:
+        _check_system(report, jinja_template, go_template, system, bos_token, eos_token)
     _check_stops(report, tok, list(stop or []), jinja_template, go_template, bos_token, eos_token, eot_token)
     return report
+
+
+def _check_system(report: VerifyReport, jinja: str, go: str, system: str, bos: str | None, eos: str | None) -> None:
+    """With the default SYSTEM prompt (Ollama puts it first as a system message), do both agree?"""
+    chat = [{"role": "system", "content": system}, *PROBE_CHAT]
+    try:
+        a = _strip_bos(render_jinja(jinja, chat, bos_token=bos or "", eos_token=eos or ""), bos)
+        b = render_go_many([(go, PROBE_CHAT, system)])[0]
+    except TemplateError as err:
+        report.add("system", False, f"the templates fail with the SYSTEM prompt: {err}")
+        return
+    report.add("system", a == b, "the Jinja and Go templates render the SYSTEM prompt alike" if a == b else
+               "with the SYSTEM prompt the Jinja and Go templates render differently: "
+               + text_diff(a, b, labels=("Jinja", "Go")), severity="warning")
 
 
 Report = VerifyReport
@@ -313,4 +402,4 @@ def verify_template(target: str, *, references: list[Reference] | None = None, v
     refs = references if references is not None else job.references
     return verify(job.jinja_template, job.go_template, job.stop, job.tokenizer, refs, bos_token=job.bos_token,
                   eos_token=job.eos_token, eot_token=job.eot_token, system=job.system, convention=convention,
-                  target=target, model=job.model)
+                  target=target, model=job.model, training_format=job.training_format)

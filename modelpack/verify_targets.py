@@ -32,6 +32,7 @@ class Job:
     eot_token: str | None = None
     system: str | None = None
     model: str | None = None
+    training_format: dict | None = None
 
 
 def _hf_cached_tokenizer(entry: CatalogEntry) -> Tokenizer | None:
@@ -96,6 +97,7 @@ def _from_entry(job: Job, entry: CatalogEntry, *, variant: str | None, use_templ
     e = entry.with_variant(variant)
     job.model = entry.name + (f" ({variant})" if variant else "")
     job.references = e.references_for(variant)
+    job.training_format = e.training_format
     if use_templates:
         job.jinja_template = job.jinja_template or e.jinja_template
         job.go_template = job.go_template or e.go_template
@@ -167,6 +169,9 @@ def _from_modelfile(path: Path, *, variant: str | None, tokenizer: str | None, m
     stop = recipe.params.get("stop")
     if stop is not None:
         job.stop = [stop] if isinstance(stop, str) else list(stop)
+    if recipe.messages:  # the Modelfile's MESSAGE history: both templates must render it alike
+        msgs = [{"role": role, "content": content} for role, content in recipe.messages]
+        job.references = [*job.references, Reference(name="modelfile-messages", messages=msgs)]
     return job
 
 

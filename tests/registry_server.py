@@ -94,7 +94,7 @@ def free_port() -> int:
 
 
 def write_htpasswd(path: Path, user: str, password: str) -> None:
-    import bcrypt
+    bcrypt = pytest.importorskip("bcrypt")
 
     # cost 4 is the minimum Go's bcrypt accepts; it keeps each authenticated request cheap
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()

@@ -33,7 +33,7 @@ ARCHS = {
 PROMPT = "The capital of France is Paris.<|end_of_turn|> 10.3 - 7988.8133 = ?"
 
 # (how convert is asked, minimum cosine of all prompt logits against the F32 file's).
-# Thresholds sit well below the figures measured on these models (see the lead's report) so
+# Thresholds sit well below the figures measured on these models (printed at the end of the module with -s) so
 # that only a real defect (wrong layout, wrong scales) fails them.
 OUTPUTS = {
     "f16": ({"outtype": "f16"}, 0.999),
@@ -52,8 +52,11 @@ OUTPUTS = {
     "Q3_K_M": ({"quant": "Q3_K_M"}, 0.8),
     "Q3_K_S": ({"quant": "Q3_K_S"}, 0.8),
     "Q3_K_L": ({"quant": "Q3_K_L"}, 0.8),
-    "Q2_K": ({"quant": "Q2_K"}, 0.5),
+    "Q2_K": ({"quant": "Q2_K"}, 0.75),
 }
+# Every output type on llama; the types llama-quantize users pick most on the others (time).
+COMMON = ["f16", "bf16", "q8_0", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_0"]
+CASES = [(arch, out) for arch in sorted(ARCHS) for out in OUTPUTS if arch == "llama" or out in COMMON]
 FIGURES: dict[str, dict[str, float]] = {}
 
 
@@ -114,8 +117,7 @@ def test_f32_logits_equal_reference_forward(arch, built, f32_logits):
     assert rel < 1e-4, f"{arch}: llama.cpp logits differ from the reference by {rel:.2e} (relative)"
 
 
-@pytest.mark.parametrize("output", list(OUTPUTS))
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch,output", CASES)
 def test_every_output_type_runs_close_to_f32(arch, output, built, f32_logits):
     ref_tokens, ref = f32_logits(arch)
     tokens, got = _logits(built(arch, output)[1])

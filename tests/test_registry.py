@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from modelpack.cli import main
-from modelpack.errors import AuthError, DigestMismatchError, InvalidNameError, ProtocolError, RegistryNotFoundError
+from modelpack.errors import (AuthError, DigestMismatchError, InvalidNameError, ProtocolError, RegistryError,
+                              RegistryNotFoundError)
 from modelpack.registry import list_tags, pull, push
 from modelpack.registry.auth import get_credentials
 from modelpack.store import Store
@@ -234,3 +235,20 @@ def test_one_line_errors(registry, tmp_path, monkeypatch, capsys):
     # plain http needs --insecure
     assert main(["pull", f"{registry.host}/ns/m:1"]) == 1
     assert "--insecure" in capsys.readouterr().err
+
+
+def test_push_refuses_a_corrupt_local_blob(registry, tmp_path):
+    store = Store(tmp_path / "h")
+    ref = f"{registry.host}/corrupt/local:1"
+    raw = make_bundle(store, ref, model_bytes=os.urandom(1 << 20))
+    digest = json.loads(raw)["layers"][0]["digest"]
+    path = store.blob_path(digest)
+    path.chmod(0o644)
+    path.write_bytes(os.urandom(1 << 20))  # same size, other bytes
+    with pytest.raises(DigestMismatchError) as err:  # our own hash while sending
+        push(ref, store=store, insecure=True)
+    assert err.value.digest == digest and err.value.path == str(path)
+    with pytest.raises(RegistryError, match="DIGEST_INVALID"):  # the registry's check of PUT ?digest=
+        push(ref, store=store, insecure=True, verify_local=False)
+    r = requests.head(f"{registry.url}/v2/corrupt/local/manifests/1", timeout=5)
+    assert r.status_code == 404  # no tag points at the corrupt bundle

@@ -133,3 +133,78 @@ def test_shapes_llama_cpp_cannot_load_are_refused(tmp_path, bend):
         convert(tmp_path / "ckpt", out)
     assert err.value.tensor.startswith("transformer.h.0.")
     assert not out.exists()
+
+
+# ---- llama.cpp itself loads what we wrote and computes what the Hugging Face model computes --------
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def bigcode_forward(folder, tokens: list[int]) -> np.ndarray:
+    """GPTBigCodeForCausalLM (multi-query attention) in float64, following the Hugging Face modeling code."""
+    from reference_forward import gelu_tanh, load_checkpoint
+
+    cfg, w = load_checkpoint(folder)
+    n, heads, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
+    hd, seq = n // heads, len(tokens)
+    x = w["transformer.wte.weight"][np.asarray(tokens)] + w["transformer.wpe.weight"][:seq]
+    causal = np.triu(np.ones((seq, seq), dtype=bool), k=1)
+    for i in range(cfg["n_layer"]):
+        p = f"transformer.h.{i}."
+        h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        qkv = h @ w[p + "attn.c_attn.weight"].T + w[p + "attn.c_attn.bias"]
+        q = qkv[:, :n].reshape(seq, heads, hd).transpose(1, 0, 2)
+        k, v = qkv[:, n:n + hd], qkv[:, n + hd:]  # one head shared by all query heads
+        scores = np.where(causal, -np.inf, q @ k.T / np.sqrt(hd))
+        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        att = (probs @ v).transpose(1, 0, 2).reshape(seq, n)
+        x = x + att @ w[p + "attn.c_proj.weight"].T + w[p + "attn.c_proj.bias"]
+        h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        h = gelu_tanh(h @ w[p + "mlp.c_fc.weight"].T + w[p + "mlp.c_fc.bias"])
+        x = x + h @ w[p + "mlp.c_proj.weight"].T + w[p + "mlp.c_proj.bias"]
+    x = layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps)
+    return x @ w["transformer.wte.weight"].T  # tied embeddings
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("outtype", ["f32", "f16"])
+def test_llama_cpp_runs_it_like_hugging_face(golden_checkpoint, tmp_path, outtype):
+    pytest.importorskip("llama_cpp")
+    from modelpack.llamacpp import load_model, prompt_logits, tokenize
+
+    folder = golden_checkpoint("g1")
+    out = tmp_path / "g1.gguf"
+    convert(folder, out, outtype=outtype)
+    model = load_model(out, n_ctx=64, n_threads=2, logits_all=True, exact=True)
+    try:
+        tokens = tokenize(model, "User:def add(a, b): return a+b<|end_of_turn|>Assistant:", add_bos=False)
+        assert 49152 in tokens and tokens[0] != 0  # <|end_of_turn|> parsed as one token; no BOS for StarCoder
+        got = prompt_logits(model, tokens)
+    finally:
+        model.close()
+    expected = bigcode_forward(folder, tokens)
+    assert got.shape == expected.shape == (len(tokens), 49153)
+    rel = float(np.abs(got - expected).max() / np.abs(expected).max())
+    assert rel < (1e-3 if outtype == "f32" else 5e-3), f"llama.cpp differs from the reference by {rel:.2e}"
+
+
+@pytest.mark.llama
+def test_llama_cpp_tokenizes_our_vocabulary_like_its_own(golden_checkpoint, tmp_path):
+    """llama.cpp's tokenizer test vectors for StarCoder, through the vocabulary we wrote."""
+    pytest.importorskip("llama_cpp")
+    from modelpack.llamacpp import load_model, tokenize
+
+    from test_vocab_bpe import STARCODER_GGUF, ggml_vocab_vectors
+
+    out = tmp_path / "g1.gguf"
+    convert(golden_checkpoint("g1"), out, outtype="f16")
+    model = load_model(out, vocab_only=True)
+    try:
+        for text, ids in ggml_vocab_vectors(STARCODER_GGUF):
+            assert tokenize(model, text, add_bos=False) == ids, text
+    finally:
+        model.close()

@@ -9,7 +9,7 @@ import typer
 
 from modelpack.cli._app import InsecureOpt, JsonOpt, QuietOpt, app, emit_json, progress_for
 
-ChunkOpt = Annotated[int, typer.Option("--chunk-size", help="Bytes per upload PATCH (MiB suffix not needed).")]
+ChunkOpt = Annotated[int, typer.Option("--chunk-size", help="Bytes per upload PATCH request (default 64 MiB).")]
 
 
 def _size_text(n: int) -> str:

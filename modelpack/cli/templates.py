@@ -74,4 +74,4 @@ def verify_template_cmd(
     else:
         typer.echo(report.format())
     if not report.ok:
-        raise typer.Exit(code=1)
+        raise SystemExit(1)  # main() turns it into the exit code

@@ -23,7 +23,8 @@ from modelpack.convert.vocab_bpe import load_bpe_vocab
 
 # GPTBigCodeConfig's defaults, for configs that leave a field out (transformers fills them in
 # before llama.cpp's converter sees them).
-DEFAULTS = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12, "layer_norm_epsilon": 1e-5}
+DEFAULTS = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+            "layer_norm_epsilon": 1e-5}
 
 
 def _hp(hp: dict, key: str):

@@ -38,10 +38,17 @@ SCALE_OFFSETS = {
     T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,),
 }
 
+
+
+def _to_f16(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # out of range becomes Inf, as in ggml
+        return x.astype(np.float16)
+
+
 # Plain conversions (no blocks).
 _PLAIN: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.F32: lambda x: x.astype(np.float32, copy=False),
-    T.F16: lambda x: x.astype(np.float16),
+    T.F16: lambda x: _to_f16(x),
     T.BF16: lambda x: gq.quantize(x, T.BF16),
 }
 

@@ -110,12 +110,11 @@ class RegistryClient:
             base = f"{scheme}://{self.host}"
             try:
                 resp = self._send_with_retries("GET", f"{base}/v2/", allow_redirects=False)
-            except requests.exceptions.SSLError as err:
+            except (requests.ConnectionError, requests.Timeout) as err:  # SSLError included
                 last = err
                 continue
-            except requests.ConnectionError as err:
-                last = err
-                continue
+            if resp.status_code in RETRY_STATUS:
+                raise self.error_for(resp, f"{base}/v2/")
             if resp.status_code not in (200, 401) or (
                 resp.status_code == 401 and "WWW-Authenticate" not in resp.headers
             ):
@@ -135,7 +134,7 @@ class RegistryClient:
                 self._challenge = parse_challenge(resp.headers["WWW-Authenticate"])
             return
         hint = None if self.insecure else "use --insecure for a registry that speaks plain http"
-        raise RegistryError(f"cannot reach the registry: {_short(last)}", url=f"https://{self.host}/v2/",
+        raise RegistryError(f"cannot reach the registry: {_short(last)}", url=f"{schemes[-1]}://{self.host}/v2/",
                             hint=hint)
 
     # ---- auth --------------------------------------------------------------------------
@@ -172,7 +171,13 @@ class RegistryClient:
             scopes += [s for s in params["scope"].split(" ") if s not in scopes]
         query += [("scope", s) for s in scopes]
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
-        resp = self._send_with_retries("GET", realm, params=query, auth=auth)
+        if auth and realm.startswith("http://") and not self.insecure:
+            raise AuthError("refusing to send credentials to a plain-http token service (use --insecure)",
+                            url=realm, status=401)
+        try:
+            resp = self._send_with_retries("GET", realm, params=query, auth=auth)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise RegistryError(f"token service unreachable: {_short(err)}", url=_public(realm)) from None
         if resp.status_code in (401, 403):
             raise AuthError("the token service rejected the credentials (try `modelpack login`)",
                             url=realm, status=resp.status_code)

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,7 @@ from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, repository
 
 DEFAULT_CHUNK = 64 << 20  # bytes per PATCH: big enough for full speed, small enough to lose little
 PIECE = 1 << 20  # bytes per read/send inside one PATCH
+RING = 4  # pieces in flight between reading, hashing and sending
 MAX_RECOVERIES = 8  # failed PATCHes (cut connection, expired token, 5xx) survived per blob
 RECOVERABLE = frozenset({None, 400, 401, 404, 416, 500, 502, 503, 504})
 OCTET = "application/octet-stream"
@@ -142,29 +144,77 @@ def _confirmed_end(resp: requests.Response, expected: int) -> int:
     return expected if last == 0 and expected <= 1 else last + 1
 
 
-class _ChunkBody:
-    """A PATCH body: `length` bytes of `f` from its position, hashed and counted as sent."""
+class _BackgroundHasher:
+    """sha256 fed by one worker thread (hashlib drops the GIL), so hashing overlaps sending."""
 
-    def __init__(self, f, length: int, hasher, task: Task, sent: list[int]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.hash = hashlib.sha256()
+        self._pool = pool
+        self._last: Future | None = None
+
+    def update(self, data) -> Future:
+        self._last = self._pool.submit(self.hash.update, data)  # one worker: updates stay in order
+        return self._last
+
+    def hexdigest(self) -> str:
+        if self._last is not None:
+            self._last.result()
+        return self.hash.hexdigest()
+
+
+class _NoHasher:
+    """Stands in when the digest is known and the caller leaves checking it to the registry."""
+
+    def update(self, data) -> None:
+        return None
+
+
+class _ChunkBody:
+    """A PATCH body: `length` bytes of `f` from its position, hashed and counted as sent.
+
+    Pieces are read into a small ring of buffers; a buffer is reused only once its hash
+    update is done, so memory stays at RING pieces whatever the chunk size.
+    """
+
+    def __init__(self, f, length: int, hasher: _BackgroundHasher, task: Task, sent: list[int]) -> None:
         self.f, self.length, self.hasher, self.task, self.sent = f, length, hasher, task, sent
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self):
-        buf = bytearray(min(PIECE, self.length) or 1)
-        view = memoryview(buf)
-        left = self.length
+        ring = [memoryview(bytearray(min(PIECE, self.length) or 1)) for _ in range(RING)]
+        pending: list[Future | None] = [None] * RING
+        left, k = self.length, 0
         while left:
-            n = self.f.readinto(view[: min(PIECE, left)])
+            slot = k % RING
+            k += 1
+            if pending[slot] is not None:
+                pending[slot].result()
+            n = self.f.readinto(ring[slot][: min(PIECE, left)])
             if not n:
                 raise DigestMismatchError("local blob is shorter than its descriptor says", path=self.f.name)
-            piece = view[:n]
-            self.hasher.update(piece)
+            piece = ring[slot][:n]
+            pending[slot] = self.hasher.update(piece)
             yield piece
             left -= n
             self.sent[0] += n
             self.task.advance(n)
+
+
+@dataclass
+class _Session:
+    """An upload in progress: where to send the next byte and how many the registry holds."""
+
+    location: str
+    offset: int
+    size: int
+    state_path: Path
+    digest: str | None
+
+    def save(self, host: str, repository: str) -> None:
+        save_session(self.state_path, host=host, repository=repository, digest=self.digest,
+                     location=self.location, offset=self.offset, size=self.size)
 
 
 class _NoTask:
@@ -176,8 +226,11 @@ class BlobUploader:
     """Uploads one local file as a blob of `repository`, resuming a saved session if any."""
 
     def __init__(self, client: RegistryClient, repository: str, *, home: Path, chunk_size: int = DEFAULT_CHUNK,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, verify_local: bool = True) -> None:
         self.client = client
+        # hash what is sent and compare before the PUT; without it the registry's own check of
+        # PUT ?digest= still refuses corrupt bytes, at no client CPU
+        self.verify_local = verify_local
         self.repository = repository
         self.home = Path(home)
         self.chunk_size = max(int(chunk_size), 1)
@@ -252,14 +305,16 @@ class BlobUploader:
                     return BlobPush(digest, size, "mounted")
             else:
                 location, _ = self._start("", [])
+        session = _Session(location, offset, size, state_path, digest)
         sent = [0]
         task.advance(offset)
         recoveries = 0
-        with open(path, "rb") as f:
-            hasher = _hash_prefix(f, offset)
+        hashing = self.verify_local or digest is None
+        with open(path, "rb") as f, ThreadPoolExecutor(1, thread_name_prefix="modelpack-sha256") as pool:
+            hasher = _hash_prefix(f, offset, pool) if hashing else _seek(f, offset)
             while True:
                 try:
-                    location, offset = self._send(f, location, offset, size, hasher, task, sent, state_path, digest)
+                    self._send(f, session, hasher, task, sent)
                     break
                 except RegistryError as err:
                     if err.status not in RECOVERABLE or recoveries >= MAX_RECOVERIES:
@@ -267,63 +322,72 @@ class BlobUploader:
                     recoveries += 1
                     time.sleep(self.client.backoff * recoveries)
                     read_to = f.tell()
-                    status = self._status(location, offset)
+                    status = self._status(session.location, session.offset)
                     if status is None:  # the session is gone: this blob starts over
-                        location, _ = self._start(digest or "", [])
-                        offset = 0
+                        session.location, _ = self._start(digest or "", [])
+                        session.offset = 0
                         result.restarts += 1
                     else:
-                        location, offset = status
-                    task.advance(offset - read_to)
-                    hasher = _hash_prefix(f, offset)
-        computed = "sha256:" + hasher.hexdigest()
+                        session.location, session.offset = status
+                    task.advance(session.offset - read_to)
+                    hasher = _hash_prefix(f, session.offset, pool) if hashing else _seek(f, session.offset)
+            computed = "sha256:" + hasher.hexdigest() if hashing else digest
         if digest is not None and computed != digest:
-            self._cancel(location)
+            self._cancel(session.location)
             state_path.unlink(missing_ok=True)
             raise DigestMismatchError(f"local blob hashes to {computed}", path=str(path), digest=digest)
-        resp = self.client.request("PUT", _with_query(location, digest=computed), scope=self.scope, ok=(201, 204))
-        resp.close()
+        try:
+            self.client.request("PUT", _with_query(session.location, digest=computed), scope=self.scope,
+                                ok=(201, 204)).close()
+        except RegistryError as err:
+            # a retried PUT finds its session already committed: the blob is there
+            if err.status != 404 or not self.exists(computed):
+                raise
         state_path.unlink(missing_ok=True)
         result.digest, result.bytes_sent = computed, sent[0]
         return result
 
-    def _send(self, f, location: str, offset: int, size: int, hasher, task: Task, sent: list[int],
-              state_path: Path, digest: str | None) -> tuple[str, int]:
-        """PATCH chunks from `offset` to the end; returns the final upload URL and offset."""
-        while offset < size:
+    def _send(self, f, session: "_Session", hasher, task: Task, sent: list[int]) -> None:
+        """PATCH chunks from the session's offset to the end, saving the session after each."""
+        while session.offset < session.size:
             if self.stop.is_set():
                 raise KeyboardInterrupt("push interrupted; run it again to resume")
-            n = min(self.chunk_size, size - offset)
+            offset = session.offset
+            n = min(self.chunk_size, session.size - offset)
             body = _ChunkBody(f, n, hasher, task, sent)
             resp = self.client.request(
-                "PATCH", location, scope=self.scope, ok=(202, 204), retry=False, data=body,
+                "PATCH", session.location, scope=self.scope, ok=(202, 204), retry=False, data=body,
                 headers={"Content-Type": OCTET, "Content-Range": f"{offset}-{offset + n - 1}"},
             )
             resp.close()
-            location = urljoin(resp.url, resp.headers.get("Location", location))
+            location = urljoin(resp.url, resp.headers.get("Location", session.location))
             confirmed = _confirmed_end(resp, offset + n)
             if confirmed != offset + n:
-                raise ProtocolError(f"registry confirmed {confirmed} bytes, expected {offset + n}", url=resp.url)
-            offset = confirmed
-            save_session(state_path, host=self.client.host, repository=self.repository, digest=digest,
-                         location=location, offset=offset, size=size)
-        return location, offset
+                raise ProtocolError(f"registry confirmed {confirmed} bytes, expected {offset + n}",
+                                    url=resp.url.split("?")[0])
+            session.location, session.offset = location, confirmed
+            session.save(self.client.host, self.repository)
 
     def _cancel(self, location: str) -> None:
         with contextlib.suppress(RegistryError):
             self.client.request("DELETE", location, scope=self.scope, ok=(202, 204, 404)).close()
 
 
-def _hash_prefix(f, offset: int):
-    """A sha256 of the file's first `offset` bytes, leaving `f` positioned at `offset`."""
-    hasher = hashlib.sha256()
+def _seek(f, offset: int) -> _NoHasher:
+    f.seek(offset)
+    return _NoHasher()
+
+
+def _hash_prefix(f, offset: int, pool: ThreadPoolExecutor) -> _BackgroundHasher:
+    """A hasher over the file's first `offset` bytes, leaving `f` positioned at `offset`."""
+    hasher = _BackgroundHasher(pool)
     f.seek(0)
     left = offset
     while left:
         data = f.read(min(PIECE * 8, left))
         if not data:
             raise DigestMismatchError("local blob is shorter than the registry's upload", path=f.name)
-        hasher.update(data)
+        hasher.hash.update(data)
         left -= len(data)
     return hasher
 
@@ -370,6 +434,7 @@ def push(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     client: RegistryClient | None = None,
+    verify_local: bool = True,
 ) -> PushResult:
     """Push the local model `ref` to `dest` (default: `ref` itself) as `host/namespace/model:tag`."""
     from modelpack.names import parse_ref
@@ -387,7 +452,8 @@ def push(
             raise NotFoundError(f"model {src.short} references a blob missing from the store", digest=desc["digest"])
         paths.append(store.blob_path(desc["digest"]))
     client = client or RegistryClient(dst.host, insecure=insecure, credentials=get_credentials(dst.host))
-    uploader = BlobUploader(client, dst.repository, home=store.home, chunk_size=chunk_size, stop=stop)
+    uploader = BlobUploader(client, dst.repository, home=store.home, chunk_size=chunk_size, stop=stop,
+                            verify_local=verify_local)
     progress = or_null(progress)
     media_type = manifest_media_type(doc)
     result = PushResult(str(dst), "", media_type)
