@@ -115,16 +115,20 @@ def main() -> int:
             bundle_bytes = size + template[1] + config[1]
             blob_path = str(store.blob_path(model[0]))
             plain, pushes, pushes_nohash, pulls = [], [], [], []
+            # every upload starts from a registry that holds no blob data, so each writes it all
+            blobs_dir = registry.storage / "docker/registry/v2/blobs"
             for i in range(args.repeat):  # interleaved, so a busy neighbour hurts all alike
+                shutil.rmtree(blobs_dir, ignore_errors=True)
                 plain.append(run_child(PLAIN_PUT, registry.url, blob_path, model[0]))
                 for verify, runs in (("1", pushes), ("0", pushes_nohash)):
+                    shutil.rmtree(blobs_dir, ignore_errors=True)
                     (home / "uploads" / "sources.json").unlink(missing_ok=True)  # no cross-repo mount
                     runs.append(run_child(PUSH, ref, f"{registry.host}/bench/push{verify}x{i}:latest", str(home),
                                           verify))
                     assert runs[-1]["bytes_sent"] == bundle_bytes
-                pulls.append(run_child(PULL, f"{registry.host}/bench/push1x{i}:latest", str(tmp / f"pull{i}")))
-                assert pulls[-1]["bytes_received"] == bundle_bytes
-                shutil.rmtree(tmp / f"pull{i}")
+                    pulls.append(run_child(PULL, f"{registry.host}/bench/push{verify}x{i}:latest", str(tmp / "pull")))
+                    assert pulls[-1]["bytes_received"] == bundle_bytes
+                    shutil.rmtree(tmp / "pull")
 
     def best(runs, nbytes):
         fastest = min(r["seconds"] for r in runs)

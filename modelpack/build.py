@@ -330,11 +330,9 @@ def _call_with_supported(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def convert_into_store(store: Store, checkpoint_source: str, *, quant: str | None, recipe: Recipe,
-                       revision: str | None = None, device: str = "auto",
+def convert_into_store(store: Store, checkpoint, *, quant: str | None, recipe: Recipe, device: str = "auto",
                        progress: Progress | None = None) -> Descriptor:
-    """Convert a checkpoint straight into a store blob (hashed while written); the model layer."""
-    from modelpack.checkpoint import open_checkpoint
+    """Convert an open checkpoint straight into a store blob (hashed while written); the model layer."""
     from modelpack.convert import write_gguf
 
     extra_kv: dict[str, Any] = {}
@@ -342,8 +340,8 @@ def convert_into_store(store: Store, checkpoint_source: str, *, quant: str | Non
         extra_kv["tokenizer.chat_template"] = recipe.jinja_template
     if recipe.license_ids:
         extra_kv["general.license"] = " AND ".join(recipe.license_ids)
-    with open_checkpoint(checkpoint_source, revision=revision) as ckpt, store.blob_writer() as w:
-        _call_with_supported(write_gguf, ckpt, w, quant=quant, extra_kv=extra_kv, device=device,
+    with store.blob_writer() as w:
+        _call_with_supported(write_gguf, checkpoint, w, quant=quant, extra_kv=extra_kv, device=device,
                              progress=progress)
     return Descriptor(bundle.OLLAMA_MODEL, w.digest, w.size)
 
@@ -365,11 +363,16 @@ def run_verify(*, recipe: Recipe, params: dict[str, Any], entry, gguf_path: Path
     entry = entry or match_entry(tok, jinja)
     facts = entry.tokenizer if entry is not None else None
     stop = params.get("stop")
-    report = verify(jinja, recipe.template, [stop] if isinstance(stop, str) else stop, tok,
-                    entry.references_for(None) if entry is not None else [],
-                    bos_token=(facts.bos or None) if facts else None, eos_token=(facts.eos or None) if facts else None,
-                    eot_token=(facts.eot or None) if facts else None, system=recipe.system, target=target,
-                    model=entry.name if entry is not None else None)
+    try:
+        report = verify(jinja, recipe.template, [stop] if isinstance(stop, str) else stop, tok,
+                        entry.references_for(None) if entry is not None else [],
+                        bos_token=(facts.bos or None) if facts else None,
+                        eos_token=(facts.eos or None) if facts else None,
+                        eot_token=(facts.eot or None) if facts else None, system=recipe.system, target=target,
+                        model=entry.name if entry is not None else None)
+    except TemplateError as err:  # a template that does not render, or no Go toolchain to render it
+        raise TemplateError(f"template verification could not run: {err.message}",
+                            hint=(err.hint + "; or " if err.hint else "") + "build with --no-verify to skip it") from None
     if not report.ok:
         first = report.failures[0]
         raise TemplateError(f"template verification failed ({len(report.failures)} checks): {first.name}: "
@@ -441,18 +444,19 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
             facts = gguf_facts(store.blob_path(digest))
             apply_found(recipe, jinja=facts.chat_template, license_text=None, license_id=facts.license)
         else:
-            revision = None
+            from modelpack.checkpoint import open_checkpoint
+
             if src.kind == "catalog":
                 apply_catalog(recipe, src.entry)
-                checkpoint_source = from_dir or src.entry.repo
-                revision = None if from_dir else src.entry.revision
-            else:
-                checkpoint_source = src.value
-                if src.kind == "checkpoint":
-                    jinja, text, license_id = _checkpoint_facts(Path(src.value))
-                    apply_found(recipe, jinja=jinja, license_text=text, license_id=license_id)
-            model = convert_into_store(store, checkpoint_source, quant=quant, recipe=recipe, revision=revision,
-                                       device=device, progress=progress)
+                checkpoint = open_checkpoint(from_dir) if from_dir else open_checkpoint(
+                    src.entry.repo, revision=src.entry.revision)
+            else:  # a folder, or a Hub repo (downloaded here)
+                checkpoint = open_checkpoint(src.value)
+                jinja, text, license_id = _checkpoint_facts(checkpoint.path)
+                apply_found(recipe, jinja=jinja, license_text=text, license_id=license_id)
+            with checkpoint:
+                model = convert_into_store(store, checkpoint, quant=quant, recipe=recipe, device=device,
+                                           progress=progress)
             base = [model]
         facts = gguf_facts(store.blob_path(model.digest))
 

@@ -168,8 +168,9 @@ def load_model(gguf_path: str | os.PathLike, *, n_ctx: int = 2048, n_threads: in
     exact=True keeps the KV cache in F32 and flash attention off (llama.cpp's defaults store K and V
     as F16, about 1e-3 relative), for comparing logits with a reference implementation.
     extra_buffer_types: llama.cpp's repacked/AMX weight buffers for quantized tensors. Off unless
-    asked for (or MODELPACK_LLAMA_EXTRA_BUFTS=1): on AMX CPUs inside containers they crash
-    llama.cpp (SIGSEGV in decode), and they only change speed, not results.
+    asked for (or MODELPACK_LLAMA_EXTRA_BUFTS=1): on an AMX-capable VM they crashed
+    llama-cpp-python 0.3.36 (SIGSEGV in decode for Q4_0/Q8_0/Q4_K/Q6_K weights, also with files
+    llama.cpp quantized itself), and they change only speed, not results.
     """
     if extra_buffer_types is None:
         extra_buffer_types = os.environ.get("MODELPACK_LLAMA_EXTRA_BUFTS", "0") not in ("", "0")

@@ -323,12 +323,20 @@ class Store:
         return self.put_manifest(dst, raw)
 
     def referenced_blobs(self) -> set[str]:
+        """Every blob a tag references, ours or (sharing this folder) Ollama's own, including
+        the manifest blobs newer Ollama keeps under manifests-v2/ and links to."""
         from modelpack.bundle import manifest_blobs
 
         refs: set[str] = set()
-        for _, path in self._manifest_files():
+        paths = [p for _, p in self._manifest_files()]
+        v2 = self.home / "manifests-v2"
+        if v2.is_dir():
+            paths += [p for p in v2.glob("*/*/*/*") if p.is_file()]
+        for path in paths:
             with contextlib.suppress(OSError, ValueError):
-                refs.update(manifest_blobs(json.loads(path.read_bytes())))
+                raw = path.read_bytes()
+                refs.add(sha256_digest(raw))
+                refs.update(manifest_blobs(json.loads(raw)))
         return refs
 
     def gc(self) -> list[str]:

@@ -82,7 +82,8 @@ def test_thread_safe_from_a_pool():
 def test_plain_conversions():
     x = np.array([[1.0, -2.5, 65504.0, 1e-8, np.inf, 3.0e38]], np.float32)
     assert np.array_equal(quantize(x, T.F32).view(np.float32), x)
-    assert np.array_equal(quantize(x, T.F16).view(np.float16), x.astype(np.float16))
+    with np.errstate(over="ignore"):
+        assert np.array_equal(quantize(x, T.F16).view(np.float16), x.astype(np.float16))
     bf = quantize(x, T.BF16).view(np.uint16).astype(np.uint32) << 16
     assert np.array_equal(bf.view(np.float32)[0, :2], x[0, :2])  # exactly representable values survive
     assert quantize(x, T.BF16).shape == (1, 12)

@@ -15,13 +15,13 @@ from gguf import quants as gq
 from conftest import DATA
 from gguf_digest import digest
 from modelpack.cli import main
-from modelpack.errors import GGUFError, OutputExistsError
+from modelpack.errors import GGUFError, OutputExistsError, QuantizationError
 from modelpack.quant import quantize, requantize
 from modelpack.quant.mixes import parse_mix, quantize_order, tensor_types
 
 
 def write_float_gguf(path, *, hidden=256, ffn=512, layers=2, heads=4, kv_heads=2, vocab=300,
-                     dtype=T.BF16, tied=False, seed=0):
+                     dtype=T.BF16, tied=False, seed=0, spike: str | None = None):
     """A small llama GGUF as convert_hf_to_gguf.py would write it (float tensors, norms F32)."""
     rng = np.random.default_rng(seed)
     w = GGUFWriter(str(path), "llama")
@@ -52,6 +52,8 @@ def write_float_gguf(path, *, hidden=256, ffn=512, layers=2, heads=4, kv_heads=2
             p + "ffn_down.weight": (hidden, ffn)})
     for name, shape in shapes.items():
         a = (rng.standard_t(5, shape) * 0.02).astype(np.float32)
+        if name == spike:
+            a[1, 200] = 1e12  # row 1 (one K block per row): too large for an fp16 scale
         if len(shape) == 1 or dtype == T.F32:
             w.add_tensor(name, a)
         elif dtype == T.F16:
@@ -136,6 +138,14 @@ def test_refuses_overwrite_and_quantized_input(tmp_path):
         requantize(out, tmp_path / "again.gguf", "Q4_K_M")
     assert "Q8_0" in str(err.value) and not (tmp_path / "again.gguf").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
+
+
+def test_inf_scale_names_tensor_and_block(tmp_path):
+    src = write_float_gguf(tmp_path / "in.gguf", layers=1, dtype=T.F32, spike="blk.0.ffn_up.weight")
+    with pytest.raises(QuantizationError) as err:
+        requantize(src, tmp_path / "out.gguf", "Q4_K_M")
+    assert err.value.tensor == "blk.0.ffn_up.weight" and err.value.block == 1
+    assert not (tmp_path / "out.gguf").exists()
 
 
 def test_cli_quantize(tmp_path, capsys):

@@ -252,3 +252,48 @@ def test_push_refuses_a_corrupt_local_blob(registry, tmp_path):
         push(ref, store=store, insecure=True, verify_local=False)
     r = requests.head(f"{registry.url}/v2/corrupt/local/manifests/1", timeout=5)
     assert r.status_code == 404  # no tag points at the corrupt bundle
+
+
+HELPER = """#!{python}
+import json, sys
+from pathlib import Path
+db = Path({db!r})
+entries = json.loads(db.read_text()) if db.exists() else {{}}
+action, data = sys.argv[1], sys.stdin.read()
+if action == "store":
+    doc = json.loads(data)
+    entries[doc["ServerURL"]] = {{"Username": doc["Username"], "Secret": doc["Secret"]}}
+elif action == "get":
+    if data.strip() not in entries:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    print(json.dumps({{"ServerURL": data.strip(), **entries[data.strip()]}}))
+elif action == "erase":
+    if entries.pop(data.strip(), None) is None:
+        sys.exit(1)
+db.write_text(json.dumps(entries))
+"""
+
+
+def test_credential_helper(auth_registry, tmp_path, docker_config, monkeypatch):
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-mpt"
+    helper.write_text(HELPER.format(python=sys.executable, db=str(tmp_path / "helper-db.json")))
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    docker_config.parent.mkdir(parents=True)
+    docker_config.write_text(json.dumps({"credsStore": "mpt"}))
+
+    assert login(auth_registry, monkeypatch) == 0
+    assert auth_registry.password not in docker_config.read_text()  # the secret went to the helper
+    assert auth_registry.password in (tmp_path / "helper-db.json").read_text()
+    creds = get_credentials(auth_registry.host)
+    assert (creds.username, creds.password, creds.source) == (auth_registry.user, auth_registry.password, "helper:mpt")
+    store = Store(tmp_path / "h")
+    make_bundle(store, f"{auth_registry.host}/helper/m:1", model_bytes=b"x" * 1000)
+    assert push(f"{auth_registry.host}/helper/m:1", store=store, insecure=True).manifest_digest
+    assert main(["logout", auth_registry.host]) == 0
+    assert get_credentials(auth_registry.host) is None

@@ -171,3 +171,16 @@ def test_names_with_host_and_port(tmp_path):
     assert (tmp_path / "manifests" / "localhost:5000" / "team" / "model" / "v2").is_file()
     assert [str(e.ref) for e in store.list()] == ["localhost:5000/team/model:v2"]
     assert store.list()[0].ref == parse_ref("localhost:5000/team/model:v2")
+
+
+def test_gc_keeps_what_newer_ollama_references(tmp_path):
+    """Sharing the folder with Ollama (OLLAMA_MODELS): its manifests-v2 links keep their blobs."""
+    store = Store(tmp_path)
+    layer, raw = _tag(store, "theirs", b"ollama's model")
+    manifest_blob, _ = store.write_blob(raw)
+    link = tmp_path / "manifests-v2" / "registry.ollama.ai" / "library" / "theirs" / "latest"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(store.blob_path(manifest_blob))
+    (tmp_path / "manifests" / "registry.ollama.ai" / "library" / "theirs" / "latest").unlink()
+    assert store.gc() == []
+    assert store.has_blob(layer) and store.has_blob(manifest_blob)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import gguf
@@ -122,27 +121,36 @@ def test_g1_keys_written_like_llama_cpp(golden_checkpoint, tmp_path):
     assert list(written) == list(golden)  # same order as convert_hf_to_gguf.py
 
 
-def write_folder(tmp_path: Path, tokenizer_config: dict) -> Path:
-    shutil.copy(STARCODER_JSON, tmp_path / "tokenizer.json")
+def write_folder(tmp_path: Path, tokenizer_config: dict, extra_added: list[dict] = ()) -> Path:
+    tokenizer = json.loads(STARCODER_JSON.read_text(encoding="utf-8"))
+    tokenizer["added_tokens"] += list(extra_added)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     return tmp_path
 
 
 def test_padding_and_added_token_types(tmp_path):
-    def added(content, special):
-        return {"content": content, "special": special, "normalized": False, "lstrip": False,
-                "rstrip": False, "single_word": False}
+    """Added tokens as a tokenizer saved by transformers lists them (tokenizer.json and
+    tokenizer_config.json agree); expected values are what llama.cpp + transformers 5.23 give."""
+    def added(token_id, content, special, normalized=False):
+        return {"id": token_id, "content": content, "special": special, "normalized": normalized,
+                "lstrip": False, "rstrip": False, "single_word": False}
+    extra = [added(49153, "<tool>", False), added(49154, "<|im_sep|>", False), added(49155, "x .y", False),
+             added(49156, " hello world", False, normalized=True)]
+    everything = json.loads(STARCODER_JSON.read_text(encoding="utf-8"))["added_tokens"] + extra
     folder = write_folder(tmp_path, {
-        "eos_token": "<|end_of_turn|>",
-        "added_tokens_decoder": {"49153": added("<tool>", False), "49154": added("<|im_sep|>", False)}})
+        "eos_token": "<|end_of_turn|>", "clean_up_tokenization_spaces": True,
+        "added_tokens_decoder": {str(a["id"]): {k: v for k, v in a.items() if k != "id"} for a in everything}},
+        extra)
     vocab = load_bpe_vocab(folder, vocab_size=49160)
-    assert vocab.tokens[49153:49155] == ["<tool>", "<|im_sep|>"]
-    assert vocab.token_types[49153:49155] == [USER_DEFINED, CONTROL]  # <|...|> looks special
-    assert vocab.tokens[49155:] == [f"[PAD{i}]" for i in range(49155, 49160)]
-    assert vocab.token_types[49155:] == [UNUSED] * 5
+    assert vocab.tokens[49153:49157] == ["<tool>", "<|im_sep|>", "x .y", " hello world"]
+    # <|...|> looks special even when not marked so; transformers 5 no longer cleans up " ." on decode
+    assert vocab.token_types[49153:49157] == [USER_DEFINED, CONTROL, USER_DEFINED, USER_DEFINED]
+    assert vocab.tokens[49157:] == [f"[PAD{i}]" for i in range(49157, 49160)]
+    assert vocab.token_types[49157:] == [UNUSED] * 3
     assert vocab.special.special_token_ids["eos"] == 49152
     # Without vocab_size the tokenizer's own size is used.
-    assert len(load_bpe_vocab(folder).tokens) == 49155
+    assert len(load_bpe_vocab(folder).tokens) == 49157
 
 
 def test_input_errors(tmp_path):

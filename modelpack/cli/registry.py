@@ -9,7 +9,8 @@ import typer
 
 from modelpack.cli._app import InsecureOpt, JsonOpt, QuietOpt, app, emit_json, progress_for
 
-ChunkOpt = Annotated[int, typer.Option("--chunk-size", help="Bytes per upload PATCH request (default 64 MiB).")]
+ChunkOpt = Annotated[Optional[int], typer.Option(
+    "--chunk-size", help="Bytes per upload PATCH request (default: adaptive, about 2 s of upload each).")]
 
 
 def _size_text(n: int) -> str:
@@ -25,7 +26,7 @@ def push_cmd(
     ref: Annotated[str, typer.Argument(help="Local model: host[:port]/namespace/model[:tag].")],
     dest: Annotated[Optional[str], typer.Argument(help="Remote name, if different from REF.")] = None,
     insecure: InsecureOpt = False,
-    chunk_size: ChunkOpt = 64 << 20,
+    chunk_size: ChunkOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -8,6 +8,12 @@ llama.cpp reads the vocabulary through transformers; we read the same tokenizer.
 `tokenizer.ggml.pre` names the pre-tokenizer (the regex split llama.cpp must re-implement). llama.cpp
 identifies it by encoding CHECK_TEXT and looking up the sha256 of `str(ids)` in a table that
 `convert_hf_to_gguf_update.py` generates; PRE_TOKENIZER_HASHES holds that table.
+
+Known divergence: transformers 5 rebuilds some tokenizer classes (GPT2Tokenizer, CodeGenTokenizer)
+from vocab + merges, dropping tokenizer.json's pre-tokenizer sequence (e.g. StarCoder's digit split)
+and, when tokenizer_config.json has added_tokens_decoder, keeping only those added tokens. We follow
+tokenizer.json as the model's own tokenizer does. Both agree for StarCoder-family vocabularies (no
+multi-digit tokens) and for folders transformers saved (the two added-token lists agree).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import gguf
 from tokenizers import Tokenizer
 
-from ..errors import SourceError
+from modelpack.errors import SourceError
 
 # The text llama.cpp encodes to fingerprint a BPE pre-tokenizer (get_vocab_base_pre's chktxt).
 CHECK_TEXT = (
@@ -130,10 +136,6 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = (int(gguf.TokenType.NORMAL), int(gguf.To
 LOOKS_SPECIAL_EXACT = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
 LOOKS_SPECIAL_AFFIXES = (("<|", "|>"), ("<\uff5c", "\uff5c>"), ("<unused", ">"))
 
-# transformers' clean_up_tokenization, applied on decode when tokenizer_config asks for it.
-CLEANUP_REPLACEMENTS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
-
 
 @dataclass
 class BpeVocab:
@@ -218,7 +220,6 @@ def load_bpe_vocab(folder: str | Path, *, vocab_size: int | None = None) -> BpeV
     if vocab and max(vocab.values()) >= vocab_size:
         raise SourceError(f"tokenizer has id {max(vocab.values())} but config.json vocab_size is {vocab_size}",
                           path=path)
-    cleanup = tokenizer_config.get("clean_up_tokenization_spaces") is True
     added_contents = {a.content for a in added.values()}
 
     reverse = {token_id: token for token, token_id in vocab.items()}
@@ -234,7 +235,9 @@ def load_bpe_vocab(folder: str | Path, *, vocab_size: int | None = None) -> BpeV
             # llama.cpp treats CONTROL/USER_DEFINED text as pre-normalized, so it round-trips
             # tokens that are not normalized through encode/decode first.
             if not added[token_id].normalized:
-                token = _decode(tokenizer, tokenizer.encode(token, add_special_tokens=False).ids, cleanup)
+                ids = tokenizer.encode(token, add_special_tokens=False).ids
+                # transformers 5 no longer applies clean_up_tokenization_spaces here
+                token = tokenizer.decode(ids, skip_special_tokens=False)
             if added[token_id].special or looks_special(token):
                 token_types.append(CONTROL)
             else:
@@ -257,10 +260,3 @@ class _AddedToken:
     special: bool
     normalized: bool
 
-
-def _decode(tokenizer: Tokenizer, ids: list[int], cleanup: bool) -> str:
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    if cleanup:
-        for old, new in CLEANUP_REPLACEMENTS:
-            text = text.replace(old, new)
-    return text

@@ -13,6 +13,7 @@ splits the work over threads.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -688,6 +689,7 @@ KERNELS = {
 }
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def default_threads() -> int:
@@ -696,9 +698,10 @@ def default_threads() -> int:
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max(1, default_threads()), thread_name_prefix="modelpack-quant")
-    return _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, default_threads()), thread_name_prefix="modelpack-quant")
+        return _pool
 
 
 def quantize_blocks(x: np.ndarray, qtype: T, *, threads: int = 1) -> np.ndarray:

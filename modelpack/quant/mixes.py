@@ -60,7 +60,8 @@ MIXES: dict[str, Mix] = {
     )
 }
 
-# Row length not a multiple of the block: what llama-quantize falls back to.
+# Row length not a multiple of the block: what llama-quantize falls back to (types not listed,
+# the 32-blocks, go to F16; so does a fallback whose block still does not divide the row).
 FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
 
 # Category by substring, first match wins (tensor_get_category).

@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUFReader, GGUFValueType, GGUFWriter
 from gguf import GGMLQuantizationType as T
 
-from modelpack.errors import GGUFError, OutputExistsError
+from modelpack.errors import GGUFError, OutputExistsError, QuantizationError
 from modelpack.progress import Progress, or_null
 
 from . import mixes
@@ -36,17 +36,36 @@ def _field_value(field):
     return field.contents(), vtype, sub
 
 
-def _rows_f32(tensor) -> np.ndarray:
-    """A float tensor of the input as float32 rows [rows, ne0]."""
-    ne0 = int(tensor.shape[0])
-    raw = np.asarray(tensor.data)
-    if tensor.tensor_type == T.F32:
-        out = raw.view(np.float32)
-    elif tensor.tensor_type == T.F16:
-        out = raw.view(np.float16).astype(np.float32)
-    else:  # BF16: the top half of a float32
-        out = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return out.reshape(-1, ne0)
+_ELEMENT_BYTES = {T.F32: 4, T.F16: 2, T.BF16: 2}
+CHUNK_ELEMENTS = 1 << 24  # float32 rows converted at a time: bounds memory to ~64 MiB per tensor
+
+
+def _rows_f32(raw: np.ndarray, ttype: T) -> np.ndarray:
+    """Rows of raw F32/F16/BF16 bytes [rows, row_bytes] as float32 [rows, ne0]."""
+    if ttype == T.F32:
+        return raw.view(np.float32)
+    if ttype == T.F16:
+        return raw.view(np.float16).astype(np.float32)
+    return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)  # BF16: top half of a float32
+
+
+def _convert_tensor(t, ttype: T, **kw) -> np.ndarray:
+    """One input tensor quantized to `ttype`, a few MiB of rows at a time."""
+    from . import quantize  # the package function (avoids a cycle at import time)
+
+    ne0 = int(t.shape[0])
+    raw = np.asarray(t.data).view(np.uint8).reshape(-1, ne0 * _ELEMENT_BYTES[t.tensor_type])
+    block, type_size = GGML_QUANT_SIZES[ttype]
+    out = np.empty((raw.shape[0], ne0 // block * type_size), np.uint8)
+    step = max(1, CHUNK_ELEMENTS // ne0)
+    for r in range(0, raw.shape[0], step):
+        try:
+            out[r : r + step] = quantize(_rows_f32(raw[r : r + step], t.tensor_type), ttype, tensor_name=t.name, **kw)
+        except QuantizationError as err:
+            block_at = None if err.block is None else err.block + r * (ne0 // block)
+            raise QuantizationError(f"{ttype.name} block {block_at} has an Inf/NaN scale", tensor=t.name,
+                                    block=block_at) from err
+    return out
 
 
 def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | None = None,
@@ -55,8 +74,6 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
 
     Returns a summary: output path, mix, file_type, tensor count, bytes in and out, seconds.
     """
-    from . import quantize  # the package function (avoids a cycle at import time)
-
     started = time.perf_counter()
     mix = mixes.parse_mix(mix) if isinstance(mix, str) else mix
     input_gguf, output = Path(input_gguf), Path(output)
@@ -118,8 +135,7 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
                 if ttype == t.tensor_type:
                     data = np.asarray(t.data).view(np.uint8)
                 else:
-                    data = quantize(_rows_f32(t), ttype, backend=backend, device=device,
-                                    tensor_name=name, threads=threads)
+                    data = _convert_tensor(t, ttype, backend=backend, device=device, threads=threads)
                 writer.write_tensor_data(data.reshape(-1))
                 bytes_out += data.nbytes
                 task.advance(int(t.n_bytes))

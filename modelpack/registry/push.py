@@ -30,7 +30,13 @@ from modelpack.fsutil import write_bytes_atomic
 from modelpack.progress import Progress, Task, or_null
 from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, repository_scope
 
-DEFAULT_CHUNK = 64 << 20  # bytes per PATCH: big enough for full speed, small enough to lose little
+# Bytes per PATCH, when not fixed by the caller: sized so that one PATCH takes about
+# CHUNK_SECONDS at the speed the previous one went. Each PATCH boundary costs a round trip and
+# the registry's flush, so fast links get big chunks; slow links get small ones, so that a
+# graceful stop (which finishes the chunk in flight) comes quickly.
+MIN_CHUNK = 16 << 20
+MAX_CHUNK = 1 << 30
+CHUNK_SECONDS = 2.0
 PIECE = 1 << 20  # bytes per read/send inside one PATCH
 RING = 4  # pieces in flight between reading, hashing and sending
 MAX_RECOVERIES = 8  # failed PATCHes (cut connection, expired token, 5xx) survived per blob
@@ -225,7 +231,7 @@ class _NoTask:
 class BlobUploader:
     """Uploads one local file as a blob of `repository`, resuming a saved session if any."""
 
-    def __init__(self, client: RegistryClient, repository: str, *, home: Path, chunk_size: int = DEFAULT_CHUNK,
+    def __init__(self, client: RegistryClient, repository: str, *, home: Path, chunk_size: int | None = None,
                  stop: threading.Event | None = None, verify_local: bool = True) -> None:
         self.client = client
         # hash what is sent and compare before the PUT; without it the registry's own check of
@@ -233,7 +239,8 @@ class BlobUploader:
         self.verify_local = verify_local
         self.repository = repository
         self.home = Path(home)
-        self.chunk_size = max(int(chunk_size), 1)
+        self.chunk_size = max(int(chunk_size), 1) if chunk_size else None  # None: adaptive
+        self._adaptive_chunk = MIN_CHUNK
         self.stop = stop or threading.Event()
         self.scope = repository_scope(repository, "pull,push")
 
@@ -353,8 +360,9 @@ class BlobUploader:
             if self.stop.is_set():
                 raise KeyboardInterrupt("push interrupted; run it again to resume")
             offset = session.offset
-            n = min(self.chunk_size, session.size - offset)
+            n = min(self.chunk_size or self._adaptive_chunk, session.size - offset)
             body = _ChunkBody(f, n, hasher, task, sent)
+            started = time.monotonic()
             resp = self.client.request(
                 "PATCH", session.location, scope=self.scope, ok=(202, 204), retry=False, data=body,
                 headers={"Content-Type": OCTET, "Content-Range": f"{offset}-{offset + n - 1}"},
@@ -367,6 +375,8 @@ class BlobUploader:
                                     url=resp.url.split("?")[0])
             session.location, session.offset = location, confirmed
             session.save(self.client.host, self.repository)
+            rate = n / max(time.monotonic() - started, 1e-3)
+            self._adaptive_chunk = int(min(MAX_CHUNK, max(MIN_CHUNK, rate * CHUNK_SECONDS)))
 
     def _cancel(self, location: str) -> None:
         with contextlib.suppress(RegistryError):
@@ -430,13 +440,16 @@ def push(
     *,
     store=None,
     insecure: bool = False,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     client: RegistryClient | None = None,
     verify_local: bool = True,
 ) -> PushResult:
-    """Push the local model `ref` to `dest` (default: `ref` itself) as `host/namespace/model:tag`."""
+    """Push the local model `ref` to `dest` (default: `ref` itself) as `host/namespace/model:tag`.
+
+    `chunk_size` fixes the bytes per PATCH (default: adaptive, about CHUNK_SECONDS per PATCH).
+    """
     from modelpack.names import parse_ref
     from modelpack.registry.auth import get_credentials
     from modelpack.store import Store
