@@ -112,8 +112,8 @@ def resolve_source(text: str, *, store: Store, base_dir: Path | None = None) -> 
     if text.endswith(".gguf") or "/" in text or text.startswith("."):
         raise SourceError("no such file or folder", path=str(path))
     raise SourceError(f"{text!r} is not a catalogue model, a model in the store, a Hub repo, a folder or a "
-                      f"GGUF file", hint="`modelpack list` shows the store; catalogue names are the files "
-                      f"in templates/")
+                      "GGUF file", hint="`modelpack list` shows the store; catalogue names are the files "
+                      "in templates/")
 
 
 # ---- recipes ------------------------------------------------------------------------------------
@@ -266,7 +266,6 @@ def gguf_facts(path: str | Path) -> GGUFFacts:
     facts = GGUFFacts(architecture=get("general.architecture") or "", file_type=file_type_name(get("general.file_type")),
                       parameter_count=count, chat_template=get("tokenizer.chat_template"),
                       license=get("general.license"), name=get("general.name"))
-    del reader
     return facts
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelpack.registry import pull, push
-from modelpack.registry.push import session_path
+from modelpack.registry.state import session_path
 from modelpack.store import Store
 from registry_server import make_bundle, registry  # noqa: F401  (fixture)
 

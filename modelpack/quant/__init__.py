@@ -22,6 +22,9 @@ from modelpack.errors import QuantizationError, UnknownQuantError
 
 from .mixes import MIXES, Mix, parse_mix, quantize_order, tensor_types  # noqa: F401
 
+__all__ = ["MIXES", "Mix", "parse_mix", "tensor_types", "quantize_order", "quantize", "requantize",
+           "resolve_backend", "available_backends", "backend_module", "QUANT_TYPES"]
+
 BACKEND_MODULES = {
     "numpy": "modelpack.quant.reference",
     "numba": "modelpack.quant.fast",

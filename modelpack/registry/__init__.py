@@ -12,7 +12,8 @@ from __future__ import annotations
 from modelpack.registry.auth import Credentials, get_credentials, remove_credentials, store_credentials
 from modelpack.registry.client import RegistryClient, repository_scope
 from modelpack.registry.pull import PullResult, fetch_manifest, pull
-from modelpack.registry.push import PushResult, graceful_interrupt, push
+from modelpack.registry.push import PushResult, push
+from modelpack.registry.state import graceful_interrupt
 
 
 def login(host: str, username: str, password: str, *, insecure: bool = False) -> str:

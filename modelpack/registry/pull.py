@@ -23,7 +23,8 @@ import urllib3
 from modelpack.errors import DigestMismatchError, ProtocolError, RegistryError, StoreError
 from modelpack.progress import Progress, Task, or_null
 from modelpack.registry.client import INDEX_TYPES, MANIFEST_ACCEPT, RegistryClient, repository_scope
-from modelpack.registry.push import manifest_descriptors, remember_sources
+from modelpack.registry.push import manifest_descriptors
+from modelpack.registry.state import remember_sources
 
 PIECE = 1 << 20
 MAX_RECOVERIES = 8
@@ -119,7 +120,8 @@ class BlobDownloader:
                         raise
                     recoveries += 1
                     time.sleep(self.client.backoff * recoveries)
-                    offset = f.seek(0, os.SEEK_END)
+                    offset = f.seek(0, os.SEEK_END)  # keep what arrived; hash it again from the file
+                    hasher = _hash_file_prefix(f, offset)
             computed = "sha256:" + hasher.hexdigest()
             if offset != size or computed != digest:
                 f.truncate(0)

@@ -12,23 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
 from modelpack.errors import DigestMismatchError, NotFoundError, ProtocolError, RegistryError
-from modelpack.fsutil import write_bytes_atomic
 from modelpack.progress import Progress, Task, or_null
 from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, repository_scope
+from modelpack.registry.state import known_sources, load_session, remember_sources, save_session, session_path
 
 # Bytes per PATCH, when not fixed by the caller: sized so that one PATCH takes about
 # CHUNK_SECONDS at the speed the previous one went. Each PATCH boundary costs a round trip and
@@ -67,67 +64,6 @@ class PushResult:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "bytes_sent": self.bytes_sent}
-
-
-# ---- small persistent state: upload sessions and where blobs are known to live ------------------
-def _uploads_dir(home: Path) -> Path:
-    return Path(home) / "uploads"
-
-
-def session_path(home: Path, host: str, repository: str, digest: str) -> Path:
-    key = hashlib.sha256(f"{host}/{repository}@{digest}".encode()).hexdigest()[:40]
-    return _uploads_dir(home) / f"{key}.json"
-
-
-def load_session(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def save_session(path: Path, **state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, json.dumps(state).encode())
-
-
-def remember_sources(home: Path, host: str, repository: str, digests: list[str]) -> None:
-    """Note that `repository` on `host` holds `digests`, for cross-repo mounts later."""
-    path = _uploads_dir(home) / "sources.json"
-    known = load_session(path) or {}
-    per_host = known.setdefault(host, {})
-    for digest in digests:
-        repos = [r for r in per_host.get(digest, []) if r != repository]
-        per_host[digest] = ([repository] + repos)[:8]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, json.dumps(known).encode())
-
-
-def known_sources(home: Path, host: str, digest: str) -> list[str]:
-    known = load_session(_uploads_dir(home) / "sources.json") or {}
-    return list(known.get(host, {}).get(digest, []))
-
-
-# ---- interruption -------------------------------------------------------------------------------
-@contextlib.contextmanager
-def graceful_interrupt() -> Iterator[threading.Event]:
-    """First SIGINT/SIGTERM sets the event (push stops after the chunk in flight); a second aborts."""
-    stop = threading.Event()
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 # ---- one blob -----------------------------------------------------------------------------------
