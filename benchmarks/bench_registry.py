@@ -1,11 +1,12 @@
 """Push/pull throughput and peak RSS for a 1 GiB bundle against a local docker-registry.
 
-`push_registry_checks_digest` is the same push with verify_local=False: no client-side sha256,
-the registry's check of PUT ?digest= alone. Beside them, in the same run and against the same registry: a plain single-PUT upload of the
+Beside them, in the same run and against the same registry: a plain single-PUT upload of the
 same bytes with requests (POST for a session, then one PUT ?digest= streaming the file; the
-digest is computed beforehand, untimed). Each measurement runs in its own process so its peak
-RSS (VmHWM) is its own. Targets: push >= 90% of the plain PUT's throughput; client memory
-< 100 MB.
+digest is computed beforehand, untimed). `push_registry_checks_digest` is the same push with
+verify_local=False: no client-side sha256, only the registry's check of PUT ?digest=. Each
+measurement runs in its own process so its peak RSS (VmHWM) is its own; runs are interleaved
+and the best of --repeat is reported (other work shares the machine). Targets: push >= 90% of
+the plain PUT's throughput; client memory < 100 MB.
 
     python benchmarks/bench_registry.py [--size-mib 1024] [--repeat 2] [--json]
 """

@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used by tests)."""
     debug = os.environ.get("MODELPACK_DEBUG") not in (None, "", "0")
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns the exit code (e.g. 130 after Ctrl-C).
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
     except ModelpackError as err:
         if debug:
             raise

@@ -49,23 +49,43 @@ def _rows_f32(raw: np.ndarray, ttype: T) -> np.ndarray:
     return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)  # BF16: top half of a float32
 
 
-def _convert_tensor(t, ttype: T, **kw) -> np.ndarray:
-    """One input tensor quantized to `ttype`, a few MiB of rows at a time."""
+def _write_tensor(fin, fout, t, ttype: T, task, **kw) -> int:
+    """Stream one input tensor to `fout` as `ttype`, a few MiB of rows at a time; returns bytes.
+
+    Rows are read with plain reads rather than through the memory map, so the process keeps only
+    one chunk of the input resident (the map would count the whole input file in its RSS).
+    """
     from . import quantize  # the package function (avoids a cycle at import time)
 
     ne0 = int(t.shape[0])
-    raw = np.asarray(t.data).view(np.uint8).reshape(-1, ne0 * _ELEMENT_BYTES[t.tensor_type])
+    row_in = ne0 * _ELEMENT_BYTES[t.tensor_type]
+    rows = int(t.n_bytes) // row_in
     block, type_size = GGML_QUANT_SIZES[ttype]
-    out = np.empty((raw.shape[0], ne0 // block * type_size), np.uint8)
     step = max(1, CHUNK_ELEMENTS // ne0)
-    for r in range(0, raw.shape[0], step):
-        try:
-            out[r : r + step] = quantize(_rows_f32(raw[r : r + step], t.tensor_type), ttype, tensor_name=t.name, **kw)
-        except QuantizationError as err:
-            block_at = None if err.block is None else err.block + r * (ne0 // block)
-            raise QuantizationError(f"{ttype.name} block {block_at} has an Inf/NaN scale", tensor=t.name,
-                                    block=block_at) from err
-    return out
+    written = 0
+    fin.seek(int(t.data_offset))
+    for r in range(0, rows, step):
+        n = min(step, rows - r)
+        raw = np.fromfile(fin, np.uint8, n * row_in).reshape(n, row_in)
+        if ttype == t.tensor_type:
+            out = raw
+        else:
+            try:
+                out = quantize(_rows_f32(raw, t.tensor_type), ttype, tensor_name=t.name, **kw)
+            except QuantizationError as err:
+                at = None if err.block is None else err.block + r * (ne0 // block)
+                raise QuantizationError(f"{ttype.name} block {at} has an Inf/NaN scale", tensor=t.name,
+                                        block=at) from err
+        out.tofile(fout)
+        written += out.nbytes
+        task.advance(n * row_in)
+    return written
+
+
+def _align(fout, alignment: int = 32) -> None:
+    pad = -fout.tell() % alignment
+    if pad:
+        fout.write(bytes(pad))
 
 
 def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | None = None,
@@ -128,17 +148,13 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
         writer.write_header_to_file(Path(tmp))
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        with or_null(progress).task(f"quantize {mix.name}", total=bytes_in) as task:
-            for name in order:
-                t = by_name[name]
-                ttype = targets[name]
-                if ttype == t.tensor_type:
-                    data = np.asarray(t.data).view(np.uint8)
-                else:
-                    data = _convert_tensor(t, ttype, backend=backend, device=device, threads=threads)
-                writer.write_tensor_data(data.reshape(-1))
-                bytes_out += data.nbytes
-                task.advance(int(t.n_bytes))
+        fout = writer.fout[0]
+        with open(input_gguf, "rb") as fin, or_null(progress).task(f"quantize {mix.name}", total=bytes_in) as task:
+            for name in order:  # data aligned to 32 bytes, each tensor zero-padded (as GGUFWriter does)
+                _align(fout)
+                bytes_out += _write_tensor(fin, fout, by_name[name], targets[name], task,
+                                           backend=backend, device=device, threads=threads)
+            _align(fout)
         writer.close()
         os.replace(tmp, output)
     except BaseException:

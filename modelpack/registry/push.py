@@ -352,8 +352,9 @@ def manifest_media_type(doc: dict) -> str:
 def put_manifest(client: RegistryClient, repository: str, reference: str, raw: bytes, media_type: str) -> str:
     """PUT a manifest; returns its digest (checked against the registry's)."""
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    resp = client.request("PUT", f"/v2/{repository}/manifests/{reference}", scope=repository_scope(repository, "pull,push"),
-                          ok=(201, 200, 204), data=raw, headers={"Content-Type": media_type})
+    resp = client.request("PUT", f"/v2/{repository}/manifests/{reference}",
+                          scope=repository_scope(repository, "pull,push"), ok=(201, 200, 204), data=raw,
+                          headers={"Content-Type": media_type})
     resp.close()
     answered = resp.headers.get("Docker-Content-Digest")
     if answered and answered != digest:
