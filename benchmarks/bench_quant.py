@@ -8,6 +8,7 @@ library llama-cpp-python ships), checking that all three write the same bytes.
 Part 2 (--e2e): on one synthesized checkpoint with realistic shapes (hidden 4096, ffn 14336,
 vocab 32002, --layers layers), `modelpack convert --quant Q4_K_M` against convert_hf_to_gguf.py
 (bf16) + llama.cpp's quantizer (llama_model_quantize, the function behind llama-quantize).
+Also `modelpack quantize` on llama.cpp's bf16 file against llama.cpp's quantizer alone.
 Reports wall time, CPU time and peak RSS of each process, and whether the outputs are identical.
 
     python benchmarks/bench_quant.py [--rows 512] [--e2e --layers 2 --convert-script PATH]
@@ -139,6 +140,13 @@ def bench_e2e(layers: int, convert_script: str | None, workdir: Path) -> dict:
     out["wall_ratio"] = round(out["modelpack"]["wall_s"] / out["llama_total"]["wall_s"], 3)
     out["identical"] = sha256(ours) == sha256(ref)
     print("llama.cpp convert + quantize:", out["llama_total"], "identical:", out["identical"], flush=True)
+    # the requantize step alone: `modelpack quantize` on llama.cpp's own bf16 file
+    requant = workdir / "modelpack-requant-Q4_K_M.gguf"
+    out["modelpack_quantize"] = measured([sys.executable, "-m", "modelpack", "quantize", str(bf16), str(requant),
+                                          "Q4_K_M", "--force", "-q"], log)
+    out["modelpack_quantize"]["identical"] = sha256(requant) == sha256(ref)
+    print("modelpack quantize (bf16 GGUF -> Q4_K_M):", out["modelpack_quantize"], "vs llama quantize:",
+          quant, flush=True)
     return out
 
 

@@ -279,14 +279,41 @@ def read_header(path: Path) -> list[TensorRef]:
     return sorted(refs, key=lambda r: r.name)
 
 
+# What transformers' config classes add to a llama-like config.json when it leaves them out
+# (used only when transformers is not installed).
+_DEFAULTS = {
+    "llama": {"max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "vocab_size": 32000},
+    "mistral": {"max_position_embeddings": 4096 * 32, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+                "vocab_size": 32000},
+    "gemma": {"max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "vocab_size": 256000,
+              "head_dim": 256},
+}
+
+
+def _with_defaults(config: dict) -> dict:
+    hp = dict(config)
+    defaults = _DEFAULTS.get(hp.get("model_type", ""))
+    if defaults is None:
+        return hp
+    for k, v in defaults.items():
+        hp.setdefault(k, v)
+    if hp.get("num_attention_heads"):
+        hp.setdefault("num_key_value_heads", hp["num_attention_heads"])
+        hp.setdefault("head_dim", hp["hidden_size"] // hp["num_attention_heads"])
+    return hp
+
+
 def load_hparams(folder: Path, config: dict) -> dict:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers would print on import
     try:
         from transformers import AutoConfig
-
-        hparams = AutoConfig.from_pretrained(folder, trust_remote_code=False).to_dict()
-    except Exception:  # unknown model_type etc.: the converter falls back to config.json too
-        hparams = dict(config)
+    except ImportError:
+        hparams = _with_defaults(config)
+    else:
+        try:
+            hparams = AutoConfig.from_pretrained(folder, trust_remote_code=False).to_dict()
+        except Exception:  # unknown model_type etc.: the converter falls back to config.json too
+            hparams = dict(config)
     if "text_config" in hparams:
         hparams = {**hparams, **hparams["text_config"]}
     return hparams

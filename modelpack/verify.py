@@ -12,6 +12,7 @@ name, checkpoint folder, GGUF file, Modelfile, or a bundle in the store); see ve
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from dataclasses import asdict, dataclass, field
@@ -169,7 +170,10 @@ def _diagnose(tok: Tokenizer, ref: Reference, text: str, expected: list[int], ac
         hints.append(f"the rendering stops early: {tok.decode(expected[len(actual):])!r} is missing at the end "
                      f"(is add_generation_prompt handled?)")
     elif len(actual) > len(expected) and actual[:len(expected)] == expected:
-        hints.append(f"the rendering has extra text at the end: {tok.decode(actual[len(expected):])!r}")
+        extra = tok.decode(actual[len(expected):])
+        hints.append(f"the rendering has extra text at the end: {extra!r}" if extra.strip() else
+                     f"the rendering ends with extra whitespace ({' '.join(repr(tok.piece(i)) for i in actual[len(expected):])})"
+                     f": the prompt must end exactly where the model's answer starts")
     for m in mism:
         if m.actual_pieces[:1] == ["▁"] and m.expected_pieces[:1] != ["▁"]:
             hints.append(f"the template writes an extra space at token {m.position} (near {m.context!r})")
@@ -197,8 +201,15 @@ def _check_specials(report: Report, tok: Tokenizer, texts: dict[str, str], ref: 
             seen.add(name)
             ids = tok.encode(name)
             guess = _suggest(name, tok)
+            by_id = {v: k for k, v in tok.specials.items()}
+            if len(ids) == 1 and ids[0] in by_id:  # the base model's name of a token the vocabulary renamed
+                report.add(f"special-tokens[{ref.name}/{source}]", False, f"the {source} template writes "
+                           f"{name!r}, but this vocabulary calls that token (id {ids[0]}) {by_id[ids[0]]!r}: "
+                           f"write {by_id[ids[0]]!r}", reference=ref.name)
+                continue
             msg = (f"the {source} template writes {name!r}, which is not a token of the vocabulary: it becomes "
-                   f"{len(ids)} ordinary pieces ({' '.join(repr(tok.piece(i)) for i in ids)})")
+                   f"{len(ids)} ordinary piece{'s' if len(ids) != 1 else ''} "
+                   f"({' '.join(repr(tok.piece(i)) for i in ids)})")
             if guess:
                 msg += f"; the vocabulary has {guess!r} (id {tok.specials[guess]})"
             report.add(f"special-tokens[{ref.name}/{source}]", False, msg, reference=ref.name)
@@ -300,8 +311,14 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
             eos_token = tok.piece(tok.eos_id)
     jinja_convention = convention or ("legacy-false" if tok is not None and tok.legacy is False
                                       and tok.add_dummy_prefix else None)
+    for what, given in (("Jinja chat_template", jinja_template), ("Go TEMPLATE", go_template)):
+        if given is not None and not given.strip():
+            report.add("templates", False, f"the {what} is empty: every prompt would be rendered as nothing")
+    jinja_template = jinja_template if jinja_template and jinja_template.strip() else None
+    go_template = go_template if go_template and go_template.strip() else None
     if not jinja_template and not go_template:
-        report.add("templates", False, "no template to verify (neither a Jinja chat_template nor a Go TEMPLATE)")
+        if not report.checks:
+            report.add("templates", False, "no template to verify (neither a Jinja chat_template nor a Go TEMPLATE)")
         return report
     if not references:
         report.add("references", False, "no reference conversations with published ids: the templates were "
@@ -369,24 +386,83 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
             report.add(f"ids[{ref.name}/{source}]", False, msg, reference=ref.name,
                        details={"lines": [m.describe() for m in mism[1:]] + [f"hint: {h}" for h in hints],
                                 "ids": ids, "expected": ref.ids})
-    if system and jinja_template and go_template:
-        _check_system(report, jinja_template, go_template, system, bos_token, eos_token)
+    if jinja_template:
+        _check_generation_prompt(report, jinja_template, bos_token, eos_token)
+    _check_system(report, jinja_template, go_template, system, bos_token, eos_token)
     _check_stops(report, tok, list(stop or []), jinja_template, go_template, bos_token, eos_token, eot_token)
     return report
 
 
-def _check_system(report: VerifyReport, jinja: str, go: str, system: str, bos: str | None, eos: str | None) -> None:
-    """With the default SYSTEM prompt (Ollama puts it first as a system message), do both agree?"""
-    chat = [{"role": "system", "content": system}, *PROBE_CHAT]
+def _check_generation_prompt(report: VerifyReport, jinja: str, bos: str | None, eos: str | None) -> None:
+    """A Jinja template must add the assistant prefix only when add_generation_prompt is true."""
+    chat = PROBE_CHAT[:2]
     try:
-        a = _strip_bos(render_jinja(jinja, chat, bos_token=bos or "", eos_token=eos or ""), bos)
-        b = render_go_many([(go, PROBE_CHAT, system)])[0]
-    except TemplateError as err:
-        report.add("system", False, f"the templates fail with the SYSTEM prompt: {err}")
-        return
-    report.add("system", a == b, "the Jinja and Go templates render the SYSTEM prompt alike" if a == b else
-               "with the SYSTEM prompt the Jinja and Go templates render differently: "
-               + text_diff(a, b, labels=("Jinja", "Go")), severity="warning")
+        with_prompt, without = (render_jinja(jinja, chat, bos_token=bos or "", eos_token=eos or "",
+                                             add_generation_prompt=flag) for flag in (True, False))
+    except TemplateError:
+        return  # reported by the render checks
+    if with_prompt == without:
+        report.add("generation-prompt", False, "the Jinja template renders the same text with add_generation_prompt "
+                   "true and false: it must add the assistant's prefix (and only then) when add_generation_prompt "
+                   "is true, e.g. {% if add_generation_prompt %}...{% endif %}")
+
+
+SYSTEM_PROBE = "You are a terse pirate."
+
+
+def _renders_as_other_role(jinja: str, chat: list[dict[str, str]], text: str, bos: str | None, eos: str | None) -> bool:
+    for role in ("user", "assistant"):
+        with contextlib.suppress(TemplateError):
+            other = [{"role": role, "content": chat[0]["content"]}, *chat[1:]]
+            if _strip_bos(render_jinja(jinja, other, bos_token=bos or "", eos_token=eos or ""), bos) == text:
+                return True
+    return False
+
+
+def _check_system(report: VerifyReport, jinja: str | None, go: str | None, system: str | None, bos: str | None,
+                  eos: str | None) -> None:
+    """Do both templates put a system prompt in the prompt, and alike? (Ollama hands a SYSTEM line to
+    the template as .System and as a first system message.)"""
+    marker = system or SYSTEM_PROBE
+    chat = [{"role": "system", "content": marker}, *PROBE_CHAT]
+    text: dict[str, str | None] = {}
+    if jinja:
+        try:
+            text["jinja"] = _strip_bos(render_jinja(jinja, chat, bos_token=bos or "", eos_token=eos or ""), bos)
+        except TemplateError as err:  # e.g. raise_exception('System role not supported')
+            report.add("system", True, f"the Jinja template refuses system messages ({err.message})",
+                       severity="info")
+            text["jinja"] = None
+    if go:
+        try:
+            text["go"] = render_go_many([(go, PROBE_CHAT, marker)])[0]
+        except TemplateError as err:
+            report.add("system", False, f"the Go template fails with a system prompt: {err.message}")
+            return
+    has = {k: v is not None and marker in v for k, v in text.items()}
+    if has.get("jinja") and _renders_as_other_role(jinja, chat, text["jinja"], bos, eos):
+        has["jinja"] = False  # no system role of its own: a system message becomes a user/assistant turn
+    where = "SYSTEM prompt" if system else "system prompt"
+    if has.get("jinja") and "go" in has and not has["go"]:
+        report.add("system", False, f"the Go template drops the {where} that the Jinja template renders: write it "
+                   "with {{ if .System }}...{{ .System }}...{{ end }} or handle .Role \"system\" in "
+                   "{{ range .Messages }}")
+    elif has.get("go") and text.get("jinja") is not None and not has["jinja"]:
+        report.add("system", False, f"the Jinja template drops system messages that the Go template renders: "
+                   "handle message['role'] == 'system' in the Jinja template")
+    elif system and not any(has.values()):
+        report.add("system", False, f"the model has a SYSTEM prompt but the template{'s drop' if len(has) > 1 else ' drops'} "
+                   "it: use {{ .System }} in the Go TEMPLATE (or remove SYSTEM)")
+    elif not any(has.values()):
+        report.add("system", True, "the templates have no place for a system prompt (system messages are dropped)",
+                   severity="warning")
+    elif has.get("jinja") and has.get("go"):
+        same = text["jinja"] == text["go"]
+        report.add("system", same, f"the Jinja and Go templates render the {where} alike" if same else
+                   f"with a {where} the Jinja and Go templates render differently: "
+                   + text_diff(text["jinja"], text["go"], labels=("Jinja", "Go")), severity="warning")
+    else:
+        report.add("system", True, f"the template renders the {where}", severity="info")
 
 
 Report = VerifyReport

@@ -171,6 +171,8 @@ def _from_modelfile(path: Path, *, variant: str | None, tokenizer: str | None, m
         job.stop = [stop] if isinstance(stop, str) else list(stop)
     if recipe.messages:  # the Modelfile's MESSAGE history: both templates must render it alike
         msgs = [{"role": role, "content": content} for role, content in recipe.messages]
+        if msgs[-1]["role"] != "user":  # the history is always followed by the user's new prompt
+            msgs.append({"role": "user", "content": "Hello"})
         job.references = [*job.references, Reference(name="modelfile-messages", messages=msgs)]
     return job
 

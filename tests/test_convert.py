@@ -87,3 +87,15 @@ def test_threads_do_not_change_the_bytes(golden_checkpoint, tmp_path):
     a = convert(golden_checkpoint("s2"), tmp_path / "a.gguf", quant="Q4_K_M", threads=1)
     b = convert(golden_checkpoint("s2"), tmp_path / "b.gguf", quant="Q4_K_M", threads=3)
     assert a.sha256 == b.sha256
+
+
+def test_same_output_without_transformers(golden_checkpoint, tmp_path, monkeypatch):
+    """transformers fills config defaults (head_dim...) for the converter; without it, our table does."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with open_checkpoint(golden_checkpoint("s1")) as ck:
+        assert ck.hparams["head_dim"] == 64 and "transformers_version" not in ck.hparams
+    out = tmp_path / "nt.gguf"
+    convert(golden_checkpoint("s1"), out, outtype="bf16")
+    assert_matches_golden(out, "s1-bf16")

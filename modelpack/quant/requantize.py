@@ -94,8 +94,11 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
 
     Returns a summary: output path, mix, file_type, tensor count, bytes in and out, seconds.
     """
+    from . import resolve_backend
+
     started = time.perf_counter()
     mix = mixes.parse_mix(mix) if isinstance(mix, str) else mix
+    resolve_backend(backend, device)  # an unusable --device fails before any work
     input_gguf, output = Path(input_gguf), Path(output)
     if output.exists() and not force:
         raise OutputExistsError("output exists (use --force to overwrite)", path=output)
