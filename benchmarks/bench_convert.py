@@ -44,10 +44,13 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 
 def tensor_digests(path: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from gguf_digest import digest
-
-    return digest(str(path))["tensors"]
+    """Per-tensor sha256, computed in a child process: the benchmark process itself must stay small,
+    since a forked child inherits its parent's peak RSS as a starting point on Linux."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from gguf_digest import digest; "
+            "print(json.dumps(digest(sys.argv[2])['tensors']))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests"), str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
 
 
 def main() -> None:
@@ -55,6 +58,8 @@ def main() -> None:
     p.add_argument("--llama-convert", default=os.environ.get("LLAMA_CONVERT_HF"),
                    help="path to llama.cpp's convert_hf_to_gguf.py (env LLAMA_CONVERT_HF)")
     p.add_argument("--outtypes", default="bf16,f16")
+    p.add_argument("--mixes", default="", help="also time modelpack --quant MIX (llama.cpp has no one-step "
+                   "equivalent to compare with), e.g. Q4_K_M")
     p.add_argument("--workdir", default=None, help="where to write the checkpoint and outputs (default: a temp dir)")
     p.add_argument("--threads", type=int, default=None, help="modelpack worker threads (default: all cores)")
     p.add_argument("--json", action="store_true")
@@ -87,6 +92,14 @@ def main() -> None:
             rows[-1]["identical_tensors"] = rows[-2]["identical_tensors"] = \
                 tensor_digests(ours) == tensor_digests(theirs)
             theirs.unlink()
+        ours.unlink()
+
+    for mix in filter(None, a.mixes.split(",")):
+        ours = work / f"modelpack-{mix}.gguf"
+        cmd = [sys.executable, "-m", "modelpack", "convert", str(ckpt), "-o", str(ours), "--quant", mix, "--force",
+               "-q"] + (["--threads", str(a.threads)] if a.threads else [])
+        sec, rss = timed(cmd)
+        rows.append({"tool": "modelpack --quant", "outtype": mix, "seconds": round(sec, 2), "peak_rss_mib": round(rss)})
         ours.unlink()
 
     result = {"checkpoint_bytes": size, "cpus": os.cpu_count(), "runs": rows}

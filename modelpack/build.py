@@ -251,7 +251,7 @@ def gguf_facts(path: str | Path) -> GGUFFacts:
     try:
         reader = gguf.GGUFReader(str(path), "r")
     except Exception as err:  # gguf raises ValueError and friends on a bad file
-        raise GGUFError(f"cannot read GGUF: {err}", path=str(path)) from None
+        raise GGUFError(f"not a readable GGUF file (truncated or corrupt?): {err}", path=str(path)) from None
 
     def get(key):
         f = reader.fields.get(key)
@@ -368,15 +368,25 @@ def run_verify(*, recipe: Recipe, params: dict[str, Any], entry, gguf_path: Path
                         bos_token=(facts.bos or None) if facts else None,
                         eos_token=(facts.eos or None) if facts else None,
                         eot_token=(facts.eot or None) if facts else None, system=recipe.system, target=target,
-                        model=entry.name if entry is not None else None)
+                        model=entry.name if entry is not None else None,
+                        go_origin=(recipe.path, recipe.template_line) if recipe.path and recipe.template_line else None)
     except TemplateError as err:  # a template that does not render, or no Go toolchain to render it
         raise TemplateError(f"template verification could not run: {err.message}",
                             hint=(err.hint + "; or " if err.hint else "") + "build with --no-verify to skip it") from None
     if not report.ok:
-        first = report.failures[0]
-        raise TemplateError(f"template verification failed ({len(report.failures)} checks): {first.name}: "
-                            f"{first.message}", hint="fix the template (`modelpack verify-template` shows every "
-                            "check), or build with --no-verify to tag it anyway")
+        failures = report.failures
+        # the check that names the cause best: a render error, a wrong token, the system prompt, stop strings,
+        # then an id mismatch with a hint, then whatever failed first
+        rank = ("render[", "templates", "special-tokens[", "generation-prompt", "system", "stop[")
+        first = min(failures, key=lambda c: next((i for i, r in enumerate(rank) if c.name.startswith(r)),
+                                                 len(rank) + (0 if any(x.startswith("hint:") for x in
+                                                                       c.details.get("lines", [])) else 1)))
+        hints = [x.removeprefix("hint: ") for x in first.details.get("lines", []) if x.startswith("hint:")]
+        n = len(failures)
+        raise TemplateError(f"template verification failed ({n} check{'s' if n != 1 else ''}): {first.name}: "
+                            f"{first.message}" + (f" ({hints[0]})" if hints else ""),
+                            hint="fix the template (`modelpack verify-template` shows every check), or build with "
+                            "--no-verify to tag it anyway")
     return True
 
 
@@ -436,6 +446,12 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
             if recipe.jinja_template is None:
                 recipe.jinja_template = inherited.jinja_template
         elif src.kind == "gguf":
+            try:  # a broken file fails here, named as the user gave it, before anything enters the store
+                gguf_facts(src.value)
+            except InputError as err:
+                if not mf_path:
+                    raise
+                raise ModelfileError(f"FROM {recipe.source}: {err}", path=mf_path, line=recipe.source_line) from None
             with progress.task(f"importing {Path(src.value).name}", Path(src.value).stat().st_size) as task:
                 digest, size = store.import_file(src.value, progress_task=task)
             model = Descriptor(bundle.OLLAMA_MODEL, digest, size)
@@ -445,12 +461,19 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
         else:
             from modelpack.checkpoint import open_checkpoint
 
-            if src.kind == "catalog":
-                apply_catalog(recipe, src.entry)
-                checkpoint = open_checkpoint(from_dir) if from_dir else open_checkpoint(
-                    src.entry.repo, revision=src.entry.revision)
-            else:  # a folder, or a Hub repo (downloaded here)
-                checkpoint = open_checkpoint(src.value)
+            try:
+                if src.kind == "catalog":
+                    apply_catalog(recipe, src.entry)
+                    checkpoint = open_checkpoint(from_dir) if from_dir else open_checkpoint(
+                        src.entry.repo, revision=src.entry.revision)
+                else:  # a folder, or a Hub repo (downloaded here)
+                    checkpoint = open_checkpoint(src.value)
+            except InputError as err:  # say which Modelfile line named it
+                if not mf_path:
+                    raise
+                raise ModelfileError(f"FROM {recipe.source}: {err}", path=mf_path, line=recipe.source_line,
+                                     hint=err.hint) from None
+            if src.kind != "catalog":
                 jinja, text, license_id = _checkpoint_facts(checkpoint.path)
                 apply_found(recipe, jinja=jinja, license_text=text, license_id=license_id)
             with checkpoint:
@@ -504,8 +527,7 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
         ref = parse_ref(tag) if tag else ModelRef(
             "registry.ollama.ai", "library", src.name if src.kind != "bundle" else src.ref.model,
             (quant or facts.file_type or "latest").lower())
-        if tag and ":" not in tag.rsplit("/", 1)[-1]:
-            ref = ref.with_tag((quant or facts.file_type or "latest").lower())
+        # A name given without :TAG gets `latest`, as in Ollama (`show NAME` then finds it).
         digest = sha256_digest(raw)
         if store.has_manifest(ref) and not force and store.manifest_digest(ref) != digest:
             raise OutputExistsError(f"{ref.short} already exists with different content",

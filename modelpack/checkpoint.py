@@ -152,7 +152,9 @@ class Checkpoint:
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     """Widen stored elements to float32 exactly (BF16 is the top half of a float32)."""
     if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
+        wide = raw.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
     return raw.astype(np.float32)
 
 

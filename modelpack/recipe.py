@@ -59,6 +59,7 @@ class Recipe:
     path: str | None = None  # the Modelfile, for error messages
     quant: str | None = None
     template: str | None = None  # Go template (Ollama's TEMPLATE)
+    template_line: int | None = None  # the Modelfile line where TEMPLATE's value starts
     jinja_template: str | None = None  # embedded as tokenizer.chat_template
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -215,7 +216,10 @@ def _apply(recipe: Recipe, command: str, arg: str | None, value: str, *, path, l
             raise ModelfileError(f"second FROM (the first is on line {recipe.source_line})", path=path, line=line)
         recipe.source, recipe.source_line = value, line
     elif command == "template":
-        recipe.template = value
+        if not value.strip():
+            raise ModelfileError("TEMPLATE is empty: every prompt would render as nothing (remove the line to keep "
+                                 "the base model's template)", path=path, line=line)
+        recipe.template, recipe.template_line = value, line
     elif command == "system":
         recipe.system = value
     elif command == "license":

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -123,9 +124,18 @@ def render_go_many(jobs: list[tuple[str, list[Message], str | None]]) -> list[st
     texts = []
     for res in results:
         if "error" in res and res["error"]:
-            raise TemplateError(f"Go template: {res['error'].removeprefix('template: ')}")
+            raise go_error(res["error"])
         texts.append(res["text"])
     return texts
+
+
+def go_error(text: str) -> TemplateError:
+    """Go's `template: :LINE[:COL]: message` as a TemplateError with .line (of the template)."""
+    m = re.match(r"(?:template: )?[^:]*:(\d+)(?::\d+)?: (.*)", text, re.S)
+    line, message = (int(m.group(1)), m.group(2)) if m else (None, text.removeprefix("template: "))
+    message = re.sub(r'executing "[^"]*" at ', "", message).replace("main.Message", "message")
+    what = "fails to run" if m and "executing" in text else "does not parse"
+    return TemplateError(f"Go template {what}: {message}", line=line)
 
 
 def render_go(template: str, messages: list[Message], *, system: str | None = None) -> str:

@@ -94,7 +94,8 @@ class Tokenizer:
         if prefix or not self.add_dummy_prefix:
             return self._sp.encode(text)
         # transformers' legacy=False trick: encode behind the unk piece, then drop its tokens
-        unk = self._sp.id_to_piece(self._sp.unk_id())
+        unk_id = self._sp.unk_id()  # -1 when no piece has the UNKNOWN type (some GGUF vocabularies)
+        unk = self._sp.id_to_piece(unk_id) if 0 <= unk_id < self._sp.get_piece_size() else "<unk>"
         return self._sp.encode(unk + text)[len(self._sp.encode(unk)):]
 
     def split_special(self, text: str) -> list[tuple[str, int | None]]:

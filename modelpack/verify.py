@@ -300,8 +300,9 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
            tokenizer: Tokenizer | None, references: list[Reference], *, bos_token: str | None = None,
            eos_token: str | None = None, eot_token: str | None = None, system: str | None = None,
            convention: str | None = None, target: str = "", model: str | None = None,
-           training_format: dict[str, Any] | None = None) -> VerifyReport:
-    """Check templates against references with a tokenizer (None: text checks only)."""
+           training_format: dict[str, Any] | None = None, go_origin: tuple[str, int] | None = None) -> VerifyReport:
+    """Check templates against references with a tokenizer (None: text checks only).
+    `go_origin`: (file, line) where the Go template starts, so that its errors name the file's line."""
     tok = tokenizer
     report = VerifyReport(target=target, tokenizer=tok.source if tok else None, model=model)
     if tok is not None:
@@ -331,6 +332,8 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
         try:
             go_texts = render_go_many(go_jobs)
         except TemplateError as err:  # one failing job fails them all: the template is wrong
+            if go_origin and err.line:
+                err = TemplateError(err.message, path=go_origin[0], line=go_origin[1] + err.line - 1)
             go_texts = [err] * len(go_jobs)
     for k, ref in enumerate(references):
         conv = jinja_convention or ref.convention
@@ -423,6 +426,8 @@ def _check_system(report: VerifyReport, jinja: str | None, go: str | None, syste
                   eos: str | None) -> None:
     """Do both templates put a system prompt in the prompt, and alike? (Ollama hands a SYSTEM line to
     the template as .System and as a first system message.)"""
+    broken = {c.name.rsplit("/", 1)[-1].rstrip("]") for c in report.failures if c.name.startswith("render[")}
+    jinja, go = (None if "jinja" in broken else jinja), (None if "go" in broken else go)
     marker = system or SYSTEM_PROBE
     chat = [{"role": "system", "content": marker}, *PROBE_CHAT]
     text: dict[str, str | None] = {}
@@ -478,4 +483,4 @@ def verify_template(target: str, *, references: list[Reference] | None = None, v
     refs = references if references is not None else job.references
     return verify(job.jinja_template, job.go_template, job.stop, job.tokenizer, refs, bos_token=job.bos_token,
                   eos_token=job.eos_token, eot_token=job.eot_token, system=job.system, convention=convention,
-                  target=target, model=job.model, training_format=job.training_format)
+                  target=target, model=job.model, training_format=job.training_format, go_origin=job.go_origin)

@@ -33,6 +33,7 @@ class Job:
     system: str | None = None
     model: str | None = None
     training_format: dict | None = None
+    go_origin: tuple[str, int] | None = None  # (Modelfile, line) where the Go template starts
 
 
 def _hf_cached_tokenizer(entry: CatalogEntry) -> Tokenizer | None:
@@ -162,6 +163,7 @@ def _from_modelfile(path: Path, *, variant: str | None, tokenizer: str | None, m
         job = resolve(source, variant=variant, tokenizer=tokenizer, model=model)
     if recipe.template is not None:
         job.go_template = recipe.template
+        job.go_origin = (str(path), recipe.template_line or 1)
     if recipe.jinja_template is not None:
         job.jinja_template = recipe.jinja_template
     if recipe.system is not None:

@@ -76,7 +76,7 @@ def test_folder_modelfile_matches_catalogue(built, golden_checkpoint, tmp_path):
     (tmp_path / "s1").symlink_to(golden_checkpoint("s1"))  # general.name comes from the folder name
     (tmp_path / "Modelfile").write_text("FROM ./s1\nPARAMETER temperature 0.6\n")
     result = build(str(tmp_path / "Modelfile"), tag="folder", home=str(tmp_path / "home"))
-    assert result.ref.short == "folder:bf16"
+    assert result.ref.short == "folder:latest"  # a name without :TAG gets latest, as in Ollama
     assert result.layers[0] == first.layers[0]  # the same GGUF bytes
     store = Store(tmp_path / "home")
     params = json.loads(store.read_blob(result.layers[-1].digest))
@@ -121,9 +121,9 @@ def test_verification_refuses_a_wrong_template(built, tmp_path):
     mf.write_text(f'FROM {MODEL}:bf16\nTEMPLATE """{template}"""\n')
     with pytest.raises(TemplateError, match="verification failed"):
         build(str(mf), tag="wrong", home=str(home))
-    assert not Store(home).has_manifest("wrong:bf16")
+    assert not Store(home).has_manifest("wrong")
     result = build(str(mf), tag="wrong", home=str(home), verify=False)
-    assert result.verified is None and Store(home).has_manifest("wrong:bf16")
+    assert result.verified is None and Store(home).has_manifest("wrong")
 
 
 def test_modelpack_format(built):
@@ -200,3 +200,50 @@ def test_interrupted_build_leaves_nothing(golden_checkpoint, tmp_path, sig):
     assert not list((home / "blobs").glob(".tmp-*"))
     assert {p.name for p in (home / "blobs").iterdir()} == {
         "sha256-" + d[7:] for d in bundle.manifest_blobs(json.loads(result.manifest))}
+
+
+# ---- Modelfiles no one here wrote (QA) ----------------------------------------------------------------
+@pytest.mark.parametrize("body, line, fragment", [
+    ("FROM ./broken.gguf\n", 1, "not a readable GGUF file"),  # GGUF magic, then nothing
+    ("# base\nFROM ./empty\n", 2, "config.json"),  # a folder without a checkpoint
+    ("FROM ./broken.gguf\nTEMPLATE \"\"\n", 2, "TEMPLATE is empty"),
+    ("FROM ./broken.gguf\nparameter Temperature warm\n", 2, "invalid float"),
+])
+def test_modelfile_source_errors_name_the_line(tmp_path, body, line, fragment):
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    (tmp_path / "empty").mkdir()
+    mf = tmp_path / "Modelfile"
+    mf.write_text(body)
+    with pytest.raises(InputError, match=fragment) as info:
+        build(str(mf), home=str(tmp_path / "home"))
+    assert str(info.value).startswith(f"{mf}:{line}: ")
+    blobs = tmp_path / "home" / "blobs"
+    assert not blobs.is_dir() or not any(blobs.iterdir())  # nothing was imported
+
+
+@pytest.mark.parametrize("template, fragment", [
+    ('{{ range .Messages }}{{ .Content }}', "Modelfile:3: Go template does not parse: unexpected EOF"),
+    ('{{ range .Messages }}{{ if eq .Role "user" }}GPT4 Correct User:{{ .Content }}<|end_of_turn|>{{ end }}'
+     '{{ end }}GPT4 Correct Assistant:', "a space is missing before 'Hello'"),
+])
+def test_build_names_why_verification_failed(built, tmp_path, template, fragment):
+    home, _ = built
+    mf = tmp_path / "Modelfile"
+    mf.write_text(f'FROM {MODEL}:bf16\n\nTEMPLATE """{template}"""\n')
+    with pytest.raises(TemplateError, match="verification failed") as info:
+        build(str(mf), tag="qa-wrong", home=str(home))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    assert not Store(home).has_manifest("qa-wrong")
+
+
+def test_show_modelfile_keeps_requires_renderer_parser(built, tmp_path, monkeypatch, capsys):
+    home, _ = built
+    monkeypatch.setenv("MODELPACK_HOME", str(home))
+    mf = tmp_path / "Modelfile"
+    mf.write_text(f"FROM {MODEL}:bf16\nREQUIRES 0.9.0\nRENDERER qwen3\nPARSER qwen3\n")
+    first = build(str(mf), tag="qa-req", home=str(home))
+    assert main(["show", "qa-req", "--modelfile"]) == 0
+    shown = capsys.readouterr().out
+    assert {"REQUIRES 0.9.0", "RENDERER qwen3", "PARSER qwen3"} <= set(shown.splitlines())
+    (tmp_path / "Modelfile.shown").write_text(shown)
+    assert build(str(tmp_path / "Modelfile.shown"), tag="qa-req2", home=str(home)).digest == first.digest

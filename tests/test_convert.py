@@ -99,3 +99,17 @@ def test_same_output_without_transformers(golden_checkpoint, tmp_path, monkeypat
     out = tmp_path / "nt.gguf"
     convert(golden_checkpoint("s1"), out, outtype="bf16")
     assert_matches_golden(out, "s1-bf16")
+
+
+def test_explicit_f16_intermediate_for_a_mix(golden_checkpoint, tmp_path):
+    """--outtype f16 --quant: values rounded to F16 first, as `llama-quantize model-f16.gguf` would see them."""
+    from modelpack.quant import quantize
+
+    ck = golden_checkpoint("s1")
+    convert(ck, tmp_path / "f16.gguf", outtype="f16")
+    convert(ck, tmp_path / "q.gguf", outtype="f16", quant="Q4_0")
+    f16 = {t.name: t for t in gguf.GGUFReader(tmp_path / "f16.gguf").tensors}
+    q = {t.name: t for t in gguf.GGUFReader(tmp_path / "q.gguf").tensors}
+    name = "blk.0.ffn_up.weight"
+    want = quantize(np.asarray(f16[name].data, dtype=np.float32), gguf.GGMLQuantizationType.Q4_0)
+    assert np.array_equal(np.asarray(q[name].data).reshape(want.shape), want)

@@ -35,7 +35,7 @@ def tiny(tmp_path, modelpack_home):
     w.close()
     mf = tmp_path / "Modelfile"
     mf.write_text('FROM ./tiny.gguf\nTEMPLATE "{{ .Prompt }}"\nPARAMETER stop <end>\nLICENSE tiny license\n')
-    result = build(str(mf), tag="tiny", verify=False)
+    result = build(str(mf), tag="tiny:f32", verify=False)
     return path, result
 
 
@@ -78,7 +78,7 @@ def test_oci_layout_read_by_skopeo(tiny, tmp_path):
 @skopeo
 def test_modelpack_bundle_exports_unchanged(tiny, tmp_path):
     _, result = tiny
-    mp = build(str(result.ref), format="modelpack", tag="tiny-mp", verify=False)
+    mp = build(str(result.ref), format="modelpack", tag="tiny-mp:f32", verify=False)
     out = tmp_path / "oci"
     exported = export_oci(mp.ref, out)
     assert exported.digest == mp.digest  # already an OCI manifest: exported byte for byte
@@ -119,7 +119,7 @@ def test_cli_store_commands(tiny, tmp_path, capsys):
 
     assert main(["cp", "tiny:f32", "other/name:v1"]) == 0
     assert Store().manifest_digest("other/name:v1") == result.digest
-    assert main(["rm", "tiny:f32", "again:f32"]) == 0
+    assert main(["rm", "tiny:f32", "again"]) == 0
     assert Store().has_blob(result.layers[0].digest)  # other/name:v1 still uses it
     assert main(["rm", "other/name:v1"]) == 0
     assert not Store().has_blob(result.layers[0].digest)

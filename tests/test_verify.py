@@ -176,3 +176,184 @@ def test_cli_exit_codes_and_json(capsys):
     assert "FAIL ids[multi-turn/jinja]" in text and "expected 420 '▁G', got 28777 'G'" in text
     assert main(["verify-template", "no-such-model"]) == 2
     assert "catalogue names" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- broken templates no one listed (QA)
+
+GO, JINJA = OPENCHAT.go_template, OPENCHAT.jinja_template
+GEN = "{% if add_generation_prompt %}{{ 'GPT4 Correct Assistant:' }}{% endif %}"
+SYSTEM_GO = "{{ if .System }}{{ .System }}<|end_of_turn|>{{ end }}"
+
+# (name, Go template, message fragment the failures must contain)
+BROKEN_GO = [
+    ("role-lowercase", GO.replace("Correct User:", "Correct user:"), "expected 1247 '▁User', got 2188 '▁user'"),
+    ("role-renamed", GO.replace("GPT4 Correct User:", "GPT4 User:"), "render differently"),
+    ("no-space-after-colon", GO.replace("User: {{", "User:{{"), "space is missing before 'Hello'"),
+    ("two-spaces", GO.replace("Assistant: {{", "Assistant:  {{"), "extra space"),
+    ("space-after-prompt", GO + " ", "ends with extra whitespace"),
+    ("newline-after-prompt", GO + "\n", "ends with extra whitespace ('<0x0A>')"),
+    ("no-generation-prompt", GO[:-len("GPT4 Correct Assistant:")], "is missing at the end"),
+    ("eot-misspelt", GO.replace("<|end_of_turn|>", "<end_of_turn>"), "the vocabulary has '<|end_of_turn|>'"),
+    ("eot-unclosed-pipe", GO.replace("<|end_of_turn|>", "<|end_of_turn>"), "render differently"),
+    ("eot-is-eos", GO.replace("<|end_of_turn|>", "</s>"), "expected 32000 '<|end_of_turn|>', got 2 '</s>'"),
+    ("bos-written", "<s>" + GO, "BOS '<s>' comes twice"),
+    ("newline-between-turns", GO.replace("<|end_of_turn|>\n{{- else", "<|end_of_turn|>\n{{ else"), "'<0x0A>'"),
+    ("no-trim-markers", GO.replace("{{- ", "{{ "), "render differently"),
+    ("space-before-eot", GO.replace("{{ .Content }}<|end_of_turn|>", "{{ .Content }} <|end_of_turn|>"), "extra space"),
+    ("doubled-eot", GO.replace("{{ .Content }}<|end_of_turn|>", "{{ .Content }}<|end_of_turn|><|end_of_turn|>"),
+     "got 32000 '<|end_of_turn|>'"),
+    ("drops-assistant-turns", GO.replace('{{- else if eq .Role "assistant" }}GPT4 Correct Assistant: {{ .Content }}'
+                                         '<|end_of_turn|>\n', ""), "render differently"),
+    ("title-case-role-test", GO.replace('eq .Role "user"', 'eq .Role "User"'), "render differently"),
+    ("prompt-only", "GPT4 Correct User: {{ .Prompt }}<|end_of_turn|>GPT4 Correct Assistant:", "render differently"),
+    ("response-with-space", SYSTEM_GO + "{{ if .Prompt }}GPT4 Correct User: {{ .Prompt }}<|end_of_turn|>{{ end }}"
+     "GPT4 Correct Assistant: {{ .Response }}<|end_of_turn|>", "ends with extra whitespace"),
+    ("chatml-for-openchat", "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+     "<|im_start|>assistant\n", "'<|im_start|>', which is not a token"),
+    ("math-prefix-in-default", GO.replace("GPT4 Correct User:", "Math Correct User:"), "got 6960 '▁Math'"),
+    ("ignores-system", GO.replace(SYSTEM_GO, ""), "the Go template drops the system prompt"),
+    ("unclosed-action", GO.replace("{{- end }}\n{{- end }}", "{{- end }}"), "Go template does not parse: unexpected EOF"),
+    ("unknown-function", GO.replace("eq .Role", "equals .Role"), 'function "equals" not defined'),
+    ("unknown-field", GO.replace(".Content", ".Contnt"), "can't evaluate field Contnt"),
+    ("half-brace", GO.replace("{{ .Content }}", "{{ .Content }"), "Go template does not parse"),
+    ("empty", "", "the Go TEMPLATE is empty"),
+]
+
+# (name, Jinja template, message fragment)
+BROKEN_JINJA = [
+    ("no-bos", JINJA.replace("{{ bos_token }}", ""), "should begin with {{ bos_token }}"),
+    ("bos-twice", "{{ bos_token }}" + JINJA, "BOS '<s>' comes twice"),
+    ("eos-for-bos", JINJA.replace("{{ bos_token }}", "{{ eos_token }}"), "expected 1 '<s>', got 2 '</s>'"),
+    ("role-not-titled", JINJA.replace(".title()", ""), "got 2188 '▁user'"),
+    ("role-upper", JINJA.replace(".title()", ".upper()"), "got 2223 '▁US'"),
+    ("no-space", JINJA.replace("': '", "':'"), "space is missing before 'Hello'"),
+    ("two-spaces", JINJA.replace("': '", "':  '"), "extra space"),
+    ("newline-after-eot", JINJA.replace("'<|end_of_turn|>'}}", "'<|end_of_turn|>\n'}}"), "render differently"),
+    ("no-generation-prompt", JINJA.replace(GEN, ""), "add_generation_prompt"),
+    ("generation-prompt-always", JINJA.replace(GEN, "{{ 'GPT4 Correct Assistant:' }}"),
+     "same text with add_generation_prompt true and false"),
+    ("generation-prompt-space", JINJA.replace("'GPT4 Correct Assistant:' }}", "'GPT4 Correct Assistant: ' }}"),
+     "ends with extra whitespace"),
+    ("eot-misspelt", JINJA.replace("<|end_of_turn|>", "<end_of_turn>"), "the vocabulary has '<|end_of_turn|>'"),
+    ("eot-is-eos", JINJA.replace("'<|end_of_turn|>'", "eos_token"), "got 2 '</s>'"),
+    ("unclosed-for", JINJA.replace("{% endfor %}", ""), "Jinja template does not parse"),
+    ("bad-expression", JINJA.replace("message['content']", "message['content'"), "Jinja template does not parse"),
+    ("unknown-tag", JINJA.replace("{% endif %}", "{% endiff %}"), "unknown tag 'endiff'"),
+    ("undefined-variable", JINJA.replace("message['content']", "msg['content']"), "'msg' is undefined"),
+    ("raises", "{{ raise_exception('no chat here') }}", "no chat here"),
+    ("ignores-system", "{{ bos_token }}{% for message in messages if message['role'] != 'system' %}"
+     "{{ 'GPT4 Correct ' + message['role'].title() + ': ' + message['content'] + '<|end_of_turn|>'}}{% endfor %}" + GEN,
+     "the Jinja template drops system messages"),
+    ("chatml", "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+     "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+     "'<|im_end|>', which is not a token"),
+    ("stray-newlines", JINJA.replace("{% for", "\n{% for").replace("{% if", "\n{% if"), "render differently"),
+    ("llama2-format", "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+     "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}"
+     "{% endif %}{% endfor %}", "render differently"),
+    ("empty", "", "the Jinja chat_template is empty"),
+]
+
+# correct templates written differently: they must pass
+GOOD_GO = [
+    ("catalogue", GO),
+    ("prompt-response", SYSTEM_GO + "{{ if .Prompt }}GPT4 Correct User: {{ .Prompt }}<|end_of_turn|>{{ end }}"
+     "GPT4 Correct Assistant:{{ if .Response }} {{ .Response }}<|end_of_turn|>{{ end }}"),
+    ("system-role", '{{- range .Messages }}{{- if eq .Role "system" }}{{ .Content }}<|end_of_turn|>'
+     '{{- else if eq .Role "user" }}GPT4 Correct User: {{ .Content }}<|end_of_turn|>'
+     '{{- else }}GPT4 Correct Assistant: {{ .Content }}<|end_of_turn|>{{- end }}{{- end }}GPT4 Correct Assistant:'),
+    ("range-variables", SYSTEM_GO + '{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}GPT4 Correct User: '
+     '{{ $m.Content }}<|end_of_turn|>{{ else if eq $m.Role "assistant" }}GPT4 Correct Assistant: {{ $m.Content }}'
+     '<|end_of_turn|>{{ end }}{{ end }}GPT4 Correct Assistant:'),
+]
+
+
+def _all_text(report):
+    return "\n".join([c.message for c in report.failures]
+                     + [line for c in report.failures for line in c.details.get("lines", [])])
+
+
+def _one_line_messages(report):
+    return all("\n" not in c.message for c in report.checks)
+
+
+@pytest.mark.parametrize("name, go, fragment", BROKEN_GO, ids=[c[0] for c in BROKEN_GO])
+def test_broken_go_templates_fail_clearly(mistral_tok, name, go, fragment):
+    report = run(mistral_tok, go_template=go)
+    assert not report.ok and fragment in _all_text(report), report.format()
+    assert _one_line_messages(report)
+
+
+@pytest.mark.parametrize("name, jinja, fragment", BROKEN_JINJA, ids=[c[0] for c in BROKEN_JINJA])
+def test_broken_jinja_templates_fail_clearly(mistral_tok, name, jinja, fragment):
+    report = run(mistral_tok, jinja_template=jinja)
+    assert not report.ok and fragment in _all_text(report), report.format()
+    assert _one_line_messages(report)
+
+
+@pytest.mark.parametrize("name, go", GOOD_GO, ids=[c[0] for c in GOOD_GO])
+def test_correct_go_templates_pass(mistral_tok, name, go):
+    for system in (None, "Be brief."):
+        report = run(mistral_tok, go_template=go, system=system)
+        assert report.ok, report.format()
+
+
+@pytest.mark.parametrize("stop, fragment", [
+    (["<|end_of_turn|>", "GPT4 Correct User:"], "is 7 tokens"),
+    (["<|end_of_turn>"], "did you mean '<|end_of_turn|>'"),
+    (["User:"], "not one special token"),
+    ([], "neither a stop string"),
+])
+def test_broken_stop_strings(mistral_tok, stop, fragment):
+    report = run(mistral_tok, stop=stop)
+    assert not report.ok and fragment in _all_text(report), report.format()
+
+
+def test_system_prompt_dropped_by_both_templates(mistral_tok):
+    go, jinja = BROKEN_GO[[c[0] for c in BROKEN_GO].index("ignores-system")][1], \
+        BROKEN_JINJA[[c[0] for c in BROKEN_JINJA].index("ignores-system")][1]
+    assert run(mistral_tok, go_template=go, jinja_template=jinja).ok  # no system prompt: a warning only
+    report = run(mistral_tok, go_template=go, jinja_template=jinja, system="Be brief.")
+    assert "has a SYSTEM prompt but the templates drop it" in _all_text(report)
+
+
+def test_go_errors_name_the_modelfile_line(mistral_tok):
+    go = dict((c[0], c[1]) for c in BROKEN_GO)["unclosed-action"]
+    report = run(mistral_tok, go_template=go, go_origin=("Modelfile", 3))
+    assert "Modelfile:7: Go template does not parse: unexpected EOF" in _all_text(report)
+
+
+@pytest.mark.parametrize("name, go, fragment", [
+    ("no-newline-after-role", "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user{{ .Prompt }}<|im_end|>\n"
+     "<|im_start|>assistant\n", "render differently"),
+    ("end-of-turn-name", "<|im_start|>system\n{{ .System }}<end_of_turn>\n<|im_start|>user\n{{ .Prompt }}<end_of_turn>"
+     "\n<|im_start|>assistant\n", "this vocabulary calls that token (id 107) '<|im_end|>'"),
+    ("role-human", "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>human\n{{ .Prompt }}<|im_end|>\n"
+     "<|im_start|>assistant\n", "render differently"),
+    ("no-system-block", "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n", "drops the system prompt"),
+])
+def test_broken_chatml_for_discopop(gemma_chatml_tok, name, go, fragment):
+    entry = get_entry("discopop-zephyr-7b-gemma")
+    report = verify(entry.jinja_template, go, entry.stop, gemma_chatml_tok, entry.references_for(None),
+                    bos_token="<bos>", eos_token="<eos>", eot_token="<|im_end|>")
+    assert not report.ok and fragment in _all_text(report), report.format()
+
+
+def test_discopop_stop_without_im_end(gemma_chatml_tok):
+    entry = get_entry("discopop-zephyr-7b-gemma")
+    report = verify(entry.jinja_template, entry.go_template, ["<|im_start|>"], gemma_chatml_tok,
+                    entry.references_for(None), bos_token="<bos>", eos_token="<eos>")
+    assert "assistant turns end with '<|im_end|>' (id 107) but it is neither a stop string" in _all_text(report)
+
+
+@pytest.fixture(scope="module")
+def gemma_chatml_tok():
+    return load_tokenizer(GEMMA_SPM, added=get_entry("discopop-zephyr-7b-gemma").tokenizer.added_tokens)
+
+
+def test_gguf_vocabulary_without_unknown_piece(s1_gguf):
+    """A diagnosis that re-tokenizes with legacy=False once crashed on a GGUF vocabulary whose sentencepiece
+    model has no UNKNOWN piece (unk_id -1)."""
+    tok = load_tokenizer(s1_gguf)
+    report = run(tok, go_template=GO.replace("User: {{", "User:{{"))
+    assert "space is missing before 'Hello'" in _all_text(report)

@@ -13,7 +13,7 @@ from modelpack.cli._app import DeviceOpt, ForceOpt, JsonOpt, QuietOpt, app, emit
 
 @app.command("convert")
 def convert_cmd(
-    source: Annotated[str, typer.Argument(help="Checkpoint folder or Hub repo id org/name[@revision].")],
+    source: Annotated[str, typer.Argument(help="Checkpoint folder, or Hub repo id org/name (optionally org/name@revision).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .gguf path.")],
     outtype: Annotated[str, typer.Option("--outtype", help="auto, f32, f16, bf16 or q8_0 (as convert_hf_to_gguf.py).")] = "auto",
     quant: Annotated[Optional[str], typer.Option("--quant", help="llama-quantize mix, e.g. Q4_K_M (quantizes straight from the checkpoint).")] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -83,15 +84,27 @@ def write_gguf(checkpoint: Checkpoint, fout: BinaryIO, *, outtype: str = "auto",
 
 
 class _HashingWriter:
+    """Writes through and hashes on a second thread (hashlib drops the GIL), one chunk behind."""
+
     def __init__(self, fout: BinaryIO) -> None:
-        self.fout, self.hash = fout, hashlib.sha256()
+        self.fout, self._hash = fout, hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelpack-sha256")
+        self._pending: Future | None = None
 
     def write(self, data) -> int:
-        self.hash.update(data)
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._hash.update, data)  # chunks are never reused by the writer
         return self.fout.write(data)
 
     def flush(self) -> None:
         self.fout.flush()
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        self._pool.shutdown()
+        return self._hash.hexdigest()
 
 
 def convert(source: str | os.PathLike, output: str | os.PathLike, *, outtype: str = "auto",
@@ -99,12 +112,17 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, outtype: st
             device: str = "auto", threads: int | None = None, progress: Progress | None = None) -> ConvertResult:
     """Convert a checkpoint folder or Hub repo id to a GGUF file at `output`."""
     output = Path(output)
+    if output.is_dir():
+        raise OutputExistsError("output is a directory", path=str(output))
     if output.exists() and not force:
         raise OutputExistsError("output exists (use --force to overwrite)", path=str(output))
     checkpoint = open_checkpoint(source)
     with contextlib.closing(checkpoint), atomic_write(output) as f:
         hashing = _HashingWriter(f)
-        summary = write_gguf(checkpoint, hashing, outtype=outtype, quant=quant, allow_nonfinite=allow_nonfinite,
-                             device=device, threads=threads, progress=progress)
+        try:
+            summary = write_gguf(checkpoint, hashing, outtype=outtype, quant=quant, allow_nonfinite=allow_nonfinite,
+                                 device=device, threads=threads, progress=progress)
+        finally:
+            sha256 = hashing.hexdigest()
     return ConvertResult(path=output, file_type=summary.file_type, n_tensors=summary.n_tensors, size=summary.size,
-                         sha256=hashing.hash.hexdigest(), summary=summary)
+                         sha256=sha256, summary=summary)

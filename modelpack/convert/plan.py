@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gguf
@@ -64,7 +64,6 @@ class Plan:
     file_type: int
     file_type_name: str
     n_params: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tensor_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
@@ -72,7 +71,7 @@ def tensor_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
     return math.prod(shape[:-1]) * (shape[-1] // block) * size if shape else size
 
 
-def auto_outtype(checkpoint: Checkpoint, refs: list[TensorRef]) -> str:
+def auto_outtype(refs: list[TensorRef]) -> str:
     """The converter's --outtype auto: the first 2-D+ BF16/F16 tensor decides; else F16."""
     for ref in refs:
         if len(ref.shape) >= 2 and ref.dtype in ("BF16", "F16"):
@@ -192,10 +191,10 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
     arch = get_arch(checkpoint.architecture, path=config_path)
     hp = checkpoint.hparams
     refs = _converted_refs(checkpoint, arch)
-    auto = auto_outtype(checkpoint, refs)
-    if quant is not None:
-        outtype = auto  # llama-quantize reads what the auto conversion wrote
-    elif outtype == "auto":
+    auto = auto_outtype(refs)
+    if quant is not None and outtype == "q8_0":
+        raise UnknownQuantError("--outtype q8_0 cannot be combined with --quant (use --quant Q8_0)")
+    if outtype == "auto":  # with a mix: llama-quantize reads what the auto conversion wrote
         outtype = auto
     if outtype not in OUTTYPES:
         raise UnknownQuantError(f"unknown outtype {outtype!r}; choose from auto, {', '.join(OUTTYPES)}")
@@ -239,7 +238,8 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
 
     writer = gguf.GGUFWriter(None, arch.name)
     _quiet = logging.getLogger("gguf")
-    level, _quiet.level = _quiet.level, logging.ERROR  # gguf logs duplicate keys the converter also rewrites
+    level = _quiet.level
+    _quiet.setLevel(logging.ERROR)  # gguf logs duplicate keys the converter also rewrites
     try:
         writer.add_type(gguf.GGUFType.MODEL)
         _metadata(writer, checkpoint, n_params)
@@ -257,7 +257,7 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
         for t in tensors:
             writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.out_type)
     finally:
-        _quiet.level = level
+        _quiet.setLevel(level)
     return Plan(checkpoint, arch, hp, writer, tensors, file_type, file_type_name, n_params)
 
 
