@@ -10,7 +10,7 @@ work="${1:-$(mktemp -d)}"
 export MODELPACK_HOME="${MODELPACK_HOME:-$work/home}"
 
 # 1. a tiny openchat-3.5-0106-shaped checkpoint (Mistral tokenizer + <|end_of_turn|>, BF16 weights)
-python "$here/make_ckpt.py" "$work/openchat-3.5-0106" --arch mistral \
+python "$here/../tests/make_ckpt.py" "$work/openchat-3.5-0106" --arch mistral \
   --tokenizer "$here/../tests/data/tokenizers/mistral-7b-v0.1.tokenizer.model" \
   --hidden 512 --layers 2 --heads 8 --kv-heads 2 --ffn 1536 --seed 0
 

@@ -352,13 +352,16 @@ def run_verify(*, recipe: Recipe, params: dict[str, Any], entry, gguf_path: Path
     try:
         from modelpack.tokenize import load_gguf_tokenizer
         from modelpack.verify import verify
-        from modelpack.verify_targets import match_entry
+        from modelpack.verify_targets import match_entry, misfit
     except ImportError:
-        return None
-    if not recipe.template:
         return None
     tok = load_gguf_tokenizer(gguf_path)
     jinja = recipe.jinja_template or tok.chat_template
+    if not recipe.template and not jinja:
+        return None
+    if entry is not None and (why := misfit(entry, tok)):
+        raise TemplateError(f"the checkpoint's tokenizer is not {entry.name}'s: {why}",
+                            hint=f"--from must be a copy of {entry.repo}; or build with --no-verify")
     entry = entry or match_entry(tok, jinja)
     facts = entry.tokenizer if entry is not None else None
     stop = params.get("stop")
@@ -375,12 +378,16 @@ def run_verify(*, recipe: Recipe, params: dict[str, Any], entry, gguf_path: Path
                             hint=(err.hint + "; or " if err.hint else "") + "build with --no-verify to skip it") from None
     if not report.ok:
         failures = report.failures
-        # the check that names the cause best: a render error, a wrong token, the system prompt, stop strings,
-        # then an id mismatch with a hint, then whatever failed first
-        rank = ("render[", "templates", "special-tokens[", "generation-prompt", "system", "stop[")
-        first = min(failures, key=lambda c: next((i for i, r in enumerate(rank) if c.name.startswith(r)),
-                                                 len(rank) + (0 if any(x.startswith("hint:") for x in
-                                                                       c.details.get("lines", [])) else 1)))
+        # the check that names the cause best: a render error, a wrong token, an id mismatch with a hint,
+        # the system prompt, stop strings, then whatever failed first
+        rank = ("render[", "templates", "special-tokens[", "generation-prompt", "hinted", "system", "stop[")
+
+        def order(c) -> int:
+            hinted = any(x.startswith("hint:") for x in c.details.get("lines", []))
+            return next((i for i, r in enumerate(rank) if c.name.startswith(r) or (r == "hinted" and hinted)),
+                        len(rank))
+
+        first = min(failures, key=order)
         hints = [x.removeprefix("hint: ") for x in first.details.get("lines", []) if x.startswith("hint:")]
         n = len(failures)
         raise TemplateError(f"template verification failed ({n} check{'s' if n != 1 else ''}): {first.name}: "
@@ -469,6 +476,8 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
                 else:  # a folder, or a Hub repo (downloaded here)
                     checkpoint = open_checkpoint(src.value)
             except InputError as err:  # say which Modelfile line named it
+                if src.kind == "catalog" and not from_dir and not err.hint:
+                    err.hint = f"give a local copy of {src.entry.repo} with --from DIR"
                 if not mf_path:
                     raise
                 raise ModelfileError(f"FROM {recipe.source}: {err}", path=mf_path, line=recipe.source_line,

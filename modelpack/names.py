@@ -8,6 +8,7 @@ stores every part lowercase, so two spellings of one name are one model.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
 _ALNUM_UNDERSCORE = frozenset(string.ascii_letters + string.digits + "_")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # a manifest digest, as pinned by `name@digest`
 
 # part kind -> (max length, extra characters allowed after the first)
 PART_RULES: dict[str, tuple[int, frozenset[str]]] = {
@@ -49,9 +51,11 @@ class ModelRef:
     namespace: str
     model: str
     tag: str
+    digest: str = ""  # 'sha256:<hex>' when the name pins a manifest (`...@sha256:<hex>`)
 
     def __str__(self) -> str:
-        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+        pin = f"@{self.digest}" if self.digest else ""
+        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}{pin}"
 
     @property
     def short(self) -> str:
@@ -81,8 +85,13 @@ def parse_ref(
     default_tag: str = DEFAULT_TAG,
     default_host: str = DEFAULT_HOST,
     default_namespace: str = DEFAULT_NAMESPACE,
+    allow_digest: bool = False,
 ) -> ModelRef:
-    """Parse and validate a model reference; raises InvalidNameError naming the bad part."""
+    """Parse and validate a model reference; raises InvalidNameError naming the bad part.
+
+    With `allow_digest` (push/pull), `...[:tag]@sha256:<hex>` pins the manifest by its digest;
+    the tag (default: `default_tag`) is the local name it is stored under.
+    """
     raw = str(text).strip()
     s = raw
     for scheme in ("https://", "http://"):
@@ -91,8 +100,13 @@ def parse_ref(
             break
     if not s:
         raise InvalidNameError("empty model name")
+    digest = ""
     if "@" in s:
-        raise InvalidNameError(f"model name {raw!r}: digests ('@') are not accepted here")
+        if not allow_digest:
+            raise InvalidNameError(f"model name {raw!r}: digests ('@') are not accepted here")
+        s, _, digest = s.rpartition("@")
+        if not _DIGEST.fullmatch(digest):
+            raise InvalidNameError(f"model name {raw!r}: digest must be sha256: and 64 lowercase hex digits")
     tag = None
     if s.rfind(":") > s.rfind("/"):
         s, _, tag = s.rpartition(":")
@@ -113,6 +127,7 @@ def parse_ref(
         namespace=namespace.lower(),
         model=model.lower(),
         tag=(tag if tag is not None else default_tag).lower(),
+        digest=digest,
     )
     for kind, value in zip(("host", "namespace", "model", "tag"), ref.parts()):
         reason = invalid_part_reason(kind, value)

@@ -41,6 +41,7 @@ class Tokenizer:
     add_dummy_prefix: bool = False
     legacy: bool | None = None  # tokenizer_config.json's `legacy`, when the source has one
     chat_template: str | None = None  # the Jinja template shipped with the tokenizer, if any
+    chat_template_origin: str | None = None  # the file it came from, for error messages
     extra_pieces: dict[int, str] = field(default_factory=dict)  # added ids beyond the base model
     _sp: spm.SentencePieceProcessor | None = None
     _hf: object | None = None  # tokenizers.Tokenizer
@@ -219,7 +220,14 @@ def load_checkpoint_tokenizer(folder: str | Path) -> Tokenizer:
     folder = Path(folder)
     config = {}
     if (folder / "tokenizer_config.json").is_file():
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+            line = getattr(err, "lineno", None)
+            raise SourceError(f"tokenizer_config.json is not valid JSON: {getattr(err, 'msg', err)}",
+                              path=str(folder / "tokenizer_config.json"), line=line) from None
+        if not isinstance(config, dict):
+            raise SourceError("tokenizer_config.json is not a JSON object", path=str(folder / "tokenizer_config.json"))
     added = {tok["content"]: int(i) for i, tok in config.get("added_tokens_decoder", {}).items()}
     if (folder / "added_tokens.json").is_file():
         added.update(json.loads((folder / "added_tokens.json").read_text(encoding="utf-8")))
@@ -239,9 +247,13 @@ def load_checkpoint_tokenizer(folder: str | Path) -> Tokenizer:
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: take the default one
         template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    origin = folder / "tokenizer_config.json"
     if template is None and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    tok.chat_template = template
+        origin = folder / "chat_template.jinja"
+        template = origin.read_text(encoding="utf-8")
+    if template is not None and not isinstance(template, str):
+        raise SourceError(f"chat_template must be a string, not {type(template).__name__}", path=str(origin))
+    tok.chat_template, tok.chat_template_origin = template, str(origin)
     tok.source = str(folder)
     return tok
 
@@ -353,6 +365,7 @@ def load_gguf_tokenizer(path: str | Path, *, added: dict[str, int] | None = None
     else:
         raise GGUFError(f"tokenizer model {model!r} is not supported (llama and gpt2 are)", path=str(path))
     tok.chat_template = _field(reader, "tokenizer.chat_template")
+    tok.chat_template_origin = f"{path} (tokenizer.chat_template)"
     return tok
 
 

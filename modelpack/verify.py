@@ -258,7 +258,8 @@ def _check_stops(report: Report, tok: Tokenizer | None, stop: list[str], jinja: 
         report.add("stop[end-of-turn]", True, f"assistant turns end with {piece!r} (id {token}), which stops generation")
     else:
         report.add("stop[end-of-turn]", False, f"assistant turns end with {piece!r} (id {token}) but it is neither "
-                   f"a stop string ({stop}) nor the eos token: generation would run on past the answer")
+                   f"a stop string ({stop}) nor the eos token: generation would run on past the answer; add "
+                   f"PARAMETER stop {piece}")
 
 
 def training_ids(tok: Tokenizer, fmt: dict[str, Any], messages: list[dict[str, str]],
@@ -300,9 +301,11 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
            tokenizer: Tokenizer | None, references: list[Reference], *, bos_token: str | None = None,
            eos_token: str | None = None, eot_token: str | None = None, system: str | None = None,
            convention: str | None = None, target: str = "", model: str | None = None,
-           training_format: dict[str, Any] | None = None, go_origin: tuple[str, int] | None = None) -> VerifyReport:
+           training_format: dict[str, Any] | None = None, go_origin: tuple[str, int] | None = None,
+           jinja_origin: str | None = None) -> VerifyReport:
     """Check templates against references with a tokenizer (None: text checks only).
-    `go_origin`: (file, line) where the Go template starts, so that its errors name the file's line."""
+    `go_origin`: (file, line) where the Go template starts, so that its errors name the file's line;
+    `jinja_origin`: the file the Jinja template came from."""
     tok = tokenizer
     report = VerifyReport(target=target, tokenizer=tok.source if tok else None, model=model)
     if tok is not None:
@@ -345,7 +348,9 @@ def verify(jinja_template: str | None, go_template: str | None, stop: list[str] 
                                               eos_token=eos_token or "",
                                               add_generation_prompt=ref.add_generation_prompt)
             except TemplateError as err:
-                report.add(f"render[{ref.name}/jinja]", False, str(err), reference=ref.name)
+                where = f"{jinja_origin}: " if jinja_origin else ""
+                line = f"chat_template line {err.line}: " if err.line else ""
+                report.add(f"render[{ref.name}/jinja]", False, f"{where}{line}{err.message}", reference=ref.name)
         if go_template:
             if isinstance(go_texts[k], TemplateError):
                 report.add(f"render[{ref.name}/go]", False, str(go_texts[k]), reference=ref.name)
@@ -453,8 +458,9 @@ def _check_system(report: VerifyReport, jinja: str | None, go: str | None, syste
                    "with {{ if .System }}...{{ .System }}...{{ end }} or handle .Role \"system\" in "
                    "{{ range .Messages }}")
     elif has.get("go") and text.get("jinja") is not None and not has["jinja"]:
-        report.add("system", False, f"the Jinja template drops system messages that the Go template renders: "
-                   "handle message['role'] == 'system' in the Jinja template")
+        report.add("system", False, "the Go template renders the system prompt but the Jinja template has no place "
+                   "for it (it drops system messages or renders them as another role): render it in both templates "
+                   "(message['role'] == 'system' in Jinja) or in neither")
     elif system and not any(has.values()):
         report.add("system", False, f"the model has a SYSTEM prompt but the template{'s drop' if len(has) > 1 else ' drops'} "
                    "it: use {{ .System }} in the Go TEMPLATE (or remove SYSTEM)")
@@ -481,6 +487,10 @@ def verify_template(target: str, *, references: list[Reference] | None = None, v
 
     job = resolve(target, variant=variant, tokenizer=tokenizer, model=model)
     refs = references if references is not None else job.references
-    return verify(job.jinja_template, job.go_template, job.stop, job.tokenizer, refs, bos_token=job.bos_token,
+    report = verify(job.jinja_template, job.go_template, job.stop, job.tokenizer, refs, bos_token=job.bos_token,
                   eos_token=job.eos_token, eot_token=job.eot_token, system=job.system, convention=convention,
-                  target=target, model=job.model, training_format=job.training_format, go_origin=job.go_origin)
+                  target=target, model=job.model, training_format=job.training_format, go_origin=job.go_origin,
+                  jinja_origin=job.jinja_origin)
+    if job.misfit:  # the cause of every id mismatch that follows: say it first
+        report.checks.insert(0, Check("vocabulary", False, f"the tokenizer is not this model's: {job.misfit}"))
+    return report

@@ -8,7 +8,6 @@ The reference conversations come from the catalogue entry that fits the tokenize
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from modelpack.errors import ModelpackError, SourceError
 from modelpack.templates import render_jinja
 from modelpack.tokenize import Tokenizer, load_checkpoint_tokenizer, load_gguf_tokenizer, load_tokenizer
 
-OLLAMA_MEDIA = "application/vnd.ollama.image."
 
 
 @dataclass
@@ -34,6 +32,8 @@ class Job:
     model: str | None = None
     training_format: dict | None = None
     go_origin: tuple[str, int] | None = None  # (Modelfile, line) where the Go template starts
+    jinja_origin: str | None = None  # the file the Jinja template came from
+    misfit: str | None = None  # why the tokenizer is not the catalogue entry's, when it is not
 
 
 def _hf_cached_tokenizer(entry: CatalogEntry) -> Tokenizer | None:
@@ -49,24 +49,32 @@ def _hf_cached_tokenizer(entry: CatalogEntry) -> Tokenizer | None:
     return None
 
 
-def fits(entry: CatalogEntry, tok: Tokenizer) -> bool:
-    """Whether `entry`'s references can apply to this vocabulary."""
+def misfit(entry: CatalogEntry, tok: Tokenizer) -> str | None:
+    """Why `entry`'s references cannot apply to this vocabulary (None: they can)."""
     facts = entry.tokenizer
     if facts.kind != tok.kind:
-        return False
+        return f"{entry.name} has a {facts.kind} tokenizer, this one is {tok.kind}"
     for text, i in facts.added_tokens.items():
         if tok.specials.get(text) != i:
-            return False
+            has = tok.specials.get(text)
+            return f"{entry.name} has {text!r} as id {i}, this vocabulary " + (
+                f"as id {has}" if has is not None else "does not have it")
     for special in (facts.bos, facts.eot):
         if special and special not in tok.specials:
-            return False
+            return f"{entry.name} has the special token {special!r}, this vocabulary does not"
     ref = next((r for r in entry.references if r.ids and r.text), None)
     if ref is not None:  # its published ids must be what this vocabulary makes of its published text
         if max(ref.ids) >= tok.vocab_size:
-            return False
+            return f"{entry.name}'s published ids go up to {max(ref.ids)}, this vocabulary has {tok.vocab_size} tokens"
         text = (facts.bos or "") + ref.text
-        return tok.encode(text, convention=ref.convention) == ref.ids
-    return True
+        if tok.encode(text, convention=ref.convention) != ref.ids:
+            return f"this vocabulary does not turn {entry.name}'s published prompt into its published ids"
+    return None
+
+
+def fits(entry: CatalogEntry, tok: Tokenizer) -> bool:
+    """Whether `entry`'s references can apply to this vocabulary."""
+    return misfit(entry, tok) is None
 
 
 def match_entry(tok: Tokenizer, jinja: str | None) -> CatalogEntry | None:
@@ -119,6 +127,7 @@ def _finish(job: Job, *, variant: str | None, model: str | None) -> Job:
         if variant:  # a variant is its own template: check it with this vocabulary
             v = entry.with_variant(variant)
             job.jinja_template, job.go_template = v.jinja_template, v.go_template
+            job.jinja_origin = job.go_origin = None
         elif job.go_template is None:
             job.go_template = entry.go_template
     if job.stop is None and job.tokenizer is not None and job.tokenizer.eos_id is not None:
@@ -127,27 +136,35 @@ def _finish(job: Job, *, variant: str | None, model: str | None) -> Job:
 
 
 def _from_store(ref: str, *, variant: str | None, model: str | None) -> Job:
+    from modelpack.bundle import read_bundle
     from modelpack.store import Store
 
     store = Store()
-    _, manifest = store.get_manifest(ref)
-    job = Job()
-    for layer in manifest.get("layers", []):
-        kind = layer.get("mediaType", "").removeprefix(OLLAMA_MEDIA)
-        path = store.blob_path(layer["digest"])
-        if kind == "model":
-            job.tokenizer = load_gguf_tokenizer(path)
-            job.jinja_template = job.tokenizer.chat_template
-        elif kind == "template":
-            job.go_template = path.read_text(encoding="utf-8")
-        elif kind == "system":
-            job.system = path.read_text(encoding="utf-8")
-        elif kind == "params":
-            stop = json.loads(path.read_text(encoding="utf-8")).get("stop")
-            job.stop = [stop] if isinstance(stop, str) else stop
-    if job.tokenizer is None:
+    content = read_bundle(store, ref)  # an Ollama bundle or a CNCF ModelPack artifact
+    if content.model is None:
         raise SourceError(f"bundle {ref} has no GGUF model layer to take the tokenizer from")
-    return _finish(job, variant=variant, model=model)
+    job = Job(go_template=content.template, system=content.system)
+    job.tokenizer = load_gguf_tokenizer(store.blob_path(content.model.digest))
+    job.jinja_template = content.jinja_template or job.tokenizer.chat_template
+    job.jinja_origin = f"{ref} (the GGUF's tokenizer.chat_template)" if not content.jinja_template else f"{ref}"
+    stop = content.params.get("stop")
+    if stop is not None:
+        job.stop = [stop] if isinstance(stop, str) else list(stop)
+    _finish(job, variant=variant, model=model)
+    job.references += history_reference("bundle-messages", content.messages)
+    return job
+
+
+def history_reference(name: str, messages: list[tuple[str, str]]) -> list[Reference]:
+    """A MESSAGE history as a reference both templates must render alike. System messages are left out
+    (the system check covers them: the Go template gets them as .System, apart from the turns), and the
+    history is followed by a new user prompt, as it always is in use."""
+    msgs = [{"role": role, "content": text} for role, text in messages if role != "system"]
+    if not msgs:
+        return []
+    if msgs[-1]["role"] != "user":
+        msgs.append({"role": "user", "content": "Hello"})
+    return [Reference(name=name, messages=msgs)]
 
 
 def _from_modelfile(path: Path, *, variant: str | None, tokenizer: str | None, model: str | None) -> Job:
@@ -171,11 +188,7 @@ def _from_modelfile(path: Path, *, variant: str | None, tokenizer: str | None, m
     stop = recipe.params.get("stop")
     if stop is not None:
         job.stop = [stop] if isinstance(stop, str) else list(stop)
-    if recipe.messages:  # the Modelfile's MESSAGE history: both templates must render it alike
-        msgs = [{"role": role, "content": content} for role, content in recipe.messages]
-        if msgs[-1]["role"] != "user":  # the history is always followed by the user's new prompt
-            msgs.append({"role": "user", "content": "Hello"})
-        job.references = [*job.references, Reference(name="modelfile-messages", messages=msgs)]
+    job.references = [*job.references, *history_reference("modelfile-messages", recipe.messages)]
     return job
 
 
@@ -189,15 +202,14 @@ def resolve(target: str, *, variant: str | None = None, tokenizer: str | None = 
         _from_entry(job, entry, variant=variant, use_templates=True)
         if tokenizer:
             job.tokenizer = load_tokenizer(tokenizer, added=entry.tokenizer.added_tokens)
+            job.misfit = misfit(entry, job.tokenizer)
         else:
             job.tokenizer = _hf_cached_tokenizer(entry)
         return job
-    if path.is_dir():
-        tok = load_checkpoint_tokenizer(path)
-        return _finish(Job(jinja_template=tok.chat_template, tokenizer=tok), variant=variant, model=model)
-    if path.is_file() and path.suffix == ".gguf":
-        tok = load_gguf_tokenizer(path)
-        return _finish(Job(jinja_template=tok.chat_template, tokenizer=tok), variant=variant, model=model)
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        tok = load_checkpoint_tokenizer(path) if path.is_dir() else load_gguf_tokenizer(path)
+        return _finish(Job(jinja_template=tok.chat_template, tokenizer=tok, jinja_origin=tok.chat_template_origin),
+                       variant=variant, model=model)
     if path.is_file():
         return _from_modelfile(path, variant=variant, tokenizer=tokenizer, model=model)
     try:

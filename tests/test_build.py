@@ -241,9 +241,27 @@ def test_show_modelfile_keeps_requires_renderer_parser(built, tmp_path, monkeypa
     monkeypatch.setenv("MODELPACK_HOME", str(home))
     mf = tmp_path / "Modelfile"
     mf.write_text(f"FROM {MODEL}:bf16\nREQUIRES 0.9.0\nRENDERER qwen3\nPARSER qwen3\n")
-    first = build(str(mf), tag="qa-req", home=str(home))
+    first = build(str(mf), tag="qa-req", home=str(home), verify=False)
     assert main(["show", "qa-req", "--modelfile"]) == 0
     shown = capsys.readouterr().out
     assert {"REQUIRES 0.9.0", "RENDERER qwen3", "PARSER qwen3"} <= set(shown.splitlines())
     (tmp_path / "Modelfile.shown").write_text(shown)
-    assert build(str(tmp_path / "Modelfile.shown"), tag="qa-req2", home=str(home)).digest == first.digest
+    assert build(str(tmp_path / "Modelfile.shown"), tag="qa-req2", home=str(home), verify=False).digest == first.digest
+
+
+def test_folder_with_a_broken_chat_template_is_refused(tmp_path):
+    """No catalogue entry has this template, so the bundle has no Go template; the Jinja template is still
+    checked against the references of the entry whose vocabulary fits (openchat-3.5-0106) and refused."""
+    from conftest import MISTRAL_SPM, make_checkpoint
+
+    broken = get_entry(MODEL).jinja_template.replace("': '", "':'")
+    folder = make_checkpoint(tmp_path / "ckpt", "--tokenizer", str(MISTRAL_SPM), "--hidden", "64", "--layers", "1",
+                             "--heads", "2", "--kv-heads", "1", "--ffn", "64", "--chat-template", broken)
+    home = tmp_path / "home"
+    with pytest.raises(TemplateError, match="a space is missing before 'Hello'"):
+        build(str(folder), tag="broken", home=str(home))
+    assert not Store(home).has_manifest("broken")
+    assert build(str(folder), tag="broken", home=str(home), verify=False).verified is None
+    # --from a checkpoint of another model: the tokenizer is named as the cause
+    with pytest.raises(TemplateError, match="tokenizer is not openchat_v3.2_super's"):
+        build("openchat_v3.2_super", from_dir=str(folder), home=str(home))

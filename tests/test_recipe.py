@@ -92,6 +92,13 @@ def test_value_rules():
     ("FROM x\n\nSYSTEM \"\"\"never\nclosed\n", 3, "unterminated"),
     ("FROM x\nFROM y\n", 2, "second FROM"),
     ("FROM x\n@@@\n", 2, "unknown instruction"),
+    ("FROM x\nTEMPLATE \"\"\"\n\n\"\"\"\n", 2, "TEMPLATE is empty"),
+    ("FROM x\nTEMPLATE \"\"\n", 2, "TEMPLATE is empty"),
+    ("FROM x\nPARAMETER top_k 40.0\n", 2, "invalid int"),
+    ("FROM x\nPARAMETER temperature 1e39\n", 2, "invalid float"),
+    ("FROM x\nMESSAGE tool {}\n", 2, "role"),
+    ("FROM x\nSYSTEM \"unclosed\n", 2, "unterminated"),
+    ("from x\nlicense \"\"\"one\n\ntwo\n", 2, "unterminated"),
 ])
 def test_errors_name_file_and_line(tmp_path, text, line, match):
     path = tmp_path / "Modelfile"
@@ -146,3 +153,8 @@ def test_every_typed_parameter_parses():
     r = parse_modelfile("FROM x\n" + lines)
     assert set(r.params) == set(PARAMETER_TYPES)
     assert isinstance(Recipe(), Recipe)
+
+
+def test_template_line_is_where_its_value_starts():
+    r = parse_modelfile('FROM x\n# c\nTEMPLATE """\n{{ .Prompt }}"""\n')
+    assert r.template == "\n{{ .Prompt }}" and r.template_line == 3

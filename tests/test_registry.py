@@ -297,3 +297,51 @@ def test_credential_helper(auth_registry, tmp_path, docker_config, monkeypatch):
     assert push(f"{auth_registry.host}/helper/m:1", store=store, insecure=True).manifest_digest
     assert main(["logout", auth_registry.host]) == 0
     assert get_credentials(auth_registry.host) is None
+
+
+def test_references_pinned_by_digest(registry, tmp_path, monkeypatch, capsys):
+    from modelpack.names import parse_ref
+
+    store = Store(tmp_path / "h")
+    ref = f"{registry.host}/dig/m:1"
+    raw = make_bundle(store, ref, model_bytes=os.urandom(1 << 16))
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert push(ref, store=store, insecure=True).manifest_digest == digest
+    with pytest.raises(InvalidNameError):  # other commands keep refusing '@'
+        parse_ref(f"{registry.host}/dig/m@{digest}")
+    with pytest.raises(InvalidNameError):
+        parse_ref(f"{registry.host}/dig/m@sha256:{'g' * 64}", allow_digest=True)
+    pinned = parse_ref(f"{registry.host}/dig/m@{digest}", allow_digest=True)
+    assert (pinned.tag, pinned.digest, str(pinned)) == ("latest", digest, f"{registry.host}/dig/m:latest@{digest}")
+
+    # pull by digest: stored under the tag given (default latest), verified against the digest
+    fresh = Store(tmp_path / "fresh")
+    result = pull(f"{registry.host}/dig/m@{digest}", store=fresh, insecure=True)
+    assert result.manifest_digest == digest and result.ref == f"{registry.host}/dig/m:latest"
+    assert fresh.get_manifest(f"{registry.host}/dig/m:latest")[0] == raw
+    monkeypatch.setenv("MODELPACK_HOME", str(tmp_path / "cli"))
+    capsys.readouterr()
+    assert main(["pull", f"{registry.host}/dig/m:pinned@{digest}", "--insecure", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ref"] == f"{registry.host}/dig/m:pinned"
+    assert Store(tmp_path / "cli").get_manifest(f"{registry.host}/dig/m:pinned")[0] == raw
+
+    # push from a local manifest named by digest (under tag '1', not the default tag)
+    pushed = push(f"{registry.host}/dig/m@{digest}", f"{registry.host}/dig/copy:2", store=store, insecure=True)
+    assert pushed.manifest_digest == digest
+    # to a destination pinned by digest: pushed untagged, by digest; a wrong pin is refused first
+    push(ref, f"{registry.host}/dig/bare@{digest}", store=store, insecure=True)
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    assert requests.head(f"{registry.url}/v2/dig/bare/manifests/{digest}", headers=accept, timeout=5).ok
+    assert requests.head(f"{registry.url}/v2/dig/bare/manifests/latest", headers=accept, timeout=5).status_code == 404
+    with pytest.raises(DigestMismatchError):
+        push(ref, f"{registry.host}/dig/bare@sha256:{'0' * 64}", store=store, insecure=True)
+    assert pull(f"{registry.host}/dig/bare@{digest}", store=Store(tmp_path / "f2"), insecure=True).manifest_digest \
+        == digest
+
+    # manifest bytes that do not hash to the pinned digest are refused, nothing is stored
+    on_disk = registry.blob_data_path(digest)
+    on_disk.write_bytes(json.dumps({**json.loads(raw), "annotations": {"x": "tampered"}}).encode())
+    tampered = Store(tmp_path / "tampered")
+    with pytest.raises(DigestMismatchError, match="manifest hashes to sha256:"):
+        pull(f"{registry.host}/dig/copy@{digest}", store=tampered, insecure=True)
+    assert not tampered.has_manifest(f"{registry.host}/dig/copy:latest")

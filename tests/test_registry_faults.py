@@ -79,6 +79,8 @@ def test_push_survives_a_cut_connection(registry, tmp_path):
         model = next(b for b in result.blobs if b.size == 12 << 20)
         # distribution drops a session whose PATCH was cut midway: the blob starts over once
         assert model.restarts == 1 and model.bytes_sent > 12 << 20
+        assert model.restart_reason.startswith("BLOB_UPLOAD_INVALID: ")  # said, with the registry's code
+        assert model.resent_bytes >= 2 << 20 and model.resent_bytes % (2 << 20) == 0  # whole confirmed chunks
         fresh = Store(tmp_path / "fresh")
         pull(f"{registry.host}/cut/push:1", store=fresh, insecure=True)
         assert fresh.get_manifest(f"{registry.host}/cut/push:1")[0] == raw

@@ -243,7 +243,7 @@ BROKEN_JINJA = [
     ("raises", "{{ raise_exception('no chat here') }}", "no chat here"),
     ("ignores-system", "{{ bos_token }}{% for message in messages if message['role'] != 'system' %}"
      "{{ 'GPT4 Correct ' + message['role'].title() + ': ' + message['content'] + '<|end_of_turn|>'}}{% endfor %}" + GEN,
-     "the Jinja template drops system messages"),
+     "the Jinja template has no place for it"),
     ("chatml", "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
      "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
      "'<|im_end|>', which is not a token"),
@@ -357,3 +357,9 @@ def test_gguf_vocabulary_without_unknown_piece(s1_gguf):
     tok = load_tokenizer(s1_gguf)
     report = run(tok, go_template=GO.replace("User: {{", "User:{{"))
     assert "space is missing before 'Hello'" in _all_text(report)
+
+
+def test_a_tokenizer_that_is_not_the_models_is_named_first():
+    report = verify_template("openchat_v3.2_super", tokenizer=str(MISTRAL_SPM))  # Mistral's, not Llama 2's
+    assert not report.ok and report.checks[0].name == "vocabulary"
+    assert "does not turn openchat_v3.2_super's published prompt into its published ids" in report.checks[0].message

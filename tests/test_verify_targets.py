@@ -52,6 +52,12 @@ def test_bundle_in_store(golden_checkpoint, modelpack_home, capsys):
     assert {"ids[multi-turn/jinja]", "ids[multi-turn/go]", "stop[<|end_of_turn|>]"} <= {c.name for c in report.checks if c.ok}
     assert main(["verify-template", "openchat-test:f16"]) == 0
     assert "OK" in capsys.readouterr().out
+    # a CNCF ModelPack artifact of it, with a MESSAGE history (a system message among the turns)
+    mf = modelpack_home / "Modelfile"
+    mf.write_text("FROM openchat-test:f16\nMESSAGE user Hi\nMESSAGE system Be brief.\nMESSAGE assistant Hello\n")
+    build.build(str(mf), tag="openchat-mp:f16", format="modelpack", home=str(modelpack_home))
+    report = verify_template("openchat-mp:f16")
+    assert report.ok and "jinja-vs-go[bundle-messages]" in {c.name for c in report.checks if c.ok}, report.format()
 
 
 def test_starcoder_gguf_from_convert(golden_checkpoint, tmp_path):
@@ -75,3 +81,40 @@ def test_modelfile_system_and_messages(golden_checkpoint, tmp_path):
     assert checks["jinja-vs-go[modelfile-messages]"].ok
     # the card's system form differs from what the published Jinja template makes of a system message
     assert checks["system"].severity == "warning" and "GPT4 Correct System: Be brief." in checks["system"].message
+
+
+# ---- folders whose files are broken (QA) ---------------------------------------------------------------
+def _folder(tmp_path, config_text: str):
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    shutil.copy(MISTRAL_SPM, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(config_text)
+    return folder
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ('{"chat_template": "x",\n  oops}', "tokenizer_config.json:2: tokenizer_config.json is not valid JSON"),
+    ('{"chat_template": 5}', "chat_template must be a string, not int"),
+    ('["not", "an", "object"]', "is not a JSON object"),
+])
+def test_broken_tokenizer_config_is_one_clear_error(tmp_path, capsys, config, fragment):
+    folder = _folder(tmp_path, config)
+    assert main(["verify-template", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_jinja_errors_name_the_file(tmp_path):
+    import json
+
+    entry = get_entry("openchat-3.5-0106")
+    config = {"bos_token": "<s>", "eos_token": "<|end_of_turn|>", "legacy": True,
+              "added_tokens_decoder": {str(i): {"content": t} for t, i in entry.tokenizer.added_tokens.items()},
+              "chat_template": entry.jinja_template.replace("{% endfor %}", "")}
+    folder = _folder(tmp_path, json.dumps(config))
+    report = verify_template(str(folder))
+    assert not report.ok
+    assert any(f"{folder / 'tokenizer_config.json'}: chat_template line 1: Jinja template does not parse" in c.message
+               for c in report.failures), report.format()

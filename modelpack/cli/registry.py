@@ -23,7 +23,7 @@ def _size_text(n: int) -> str:
 
 @app.command("push")
 def push_cmd(
-    ref: Annotated[str, typer.Argument(help="Local model: host[:port]/namespace/model[:tag].")],
+    ref: Annotated[str, typer.Argument(help="Local model: host[:port]/namespace/model[:tag][@sha256:<hex>].")],
     dest: Annotated[Optional[str], typer.Argument(help="Remote name, if different from REF.")] = None,
     insecure: InsecureOpt = False,
     chunk_size: ChunkOpt = None,
@@ -34,15 +34,20 @@ def push_cmd(
     from modelpack.names import parse_ref
     from modelpack.registry import graceful_interrupt, push
 
-    parse_ref(ref)  # both names are validated before any request
+    parse_ref(ref, allow_digest=True)  # both names are validated before any request
     if dest is not None:
-        parse_ref(dest)
+        parse_ref(dest, allow_digest=True)
     with graceful_interrupt() as stop:
         result = push(ref, dest, insecure=insecure, chunk_size=chunk_size,
                       progress=progress_for(quiet, json_out), stop=stop)
     if json_out:
         emit_json(result.as_dict())
-    elif not quiet:
+        return
+    for blob in result.blobs:
+        if blob.restart_reason:  # confirmed bytes were sent again: say why, whatever --quiet says
+            print(f"note: blob {blob.digest[7:19]} started over ({_size_text(blob.resent_bytes)} sent again): "
+                  f"{blob.restart_reason}", file=sys.stderr)
+    if not quiet:
         skipped = sum(1 for b in result.blobs if b.action in ("exists", "mounted"))
         print(f"pushed {result.ref} {result.manifest_digest} "
               f"({_size_text(result.bytes_sent)} sent, {skipped}/{len(result.blobs)} blobs already there)")
@@ -50,7 +55,8 @@ def push_cmd(
 
 @app.command("pull")
 def pull_cmd(
-    ref: Annotated[str, typer.Argument(help="Remote model: host[:port]/namespace/model[:tag].")],
+    ref: Annotated[str, typer.Argument(
+        help="Remote model: host[:port]/namespace/model[:tag][@sha256:<hex>] (a digest is verified).")],
     insecure: InsecureOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -59,7 +65,7 @@ def pull_cmd(
     from modelpack.names import parse_ref
     from modelpack.registry import pull
 
-    parse_ref(ref)
+    parse_ref(ref, allow_digest=True)
     result = pull(ref, insecure=insecure, progress=progress_for(quiet, json_out))
     if json_out:
         emit_json(result.as_dict())

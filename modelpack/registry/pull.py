@@ -14,7 +14,7 @@ import http.client
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -191,15 +191,21 @@ def pull(
     progress: Progress | None = None,
     client: RegistryClient | None = None,
 ) -> PullResult:
-    """Pull `host/namespace/model:tag` into the local store; the tag is written last."""
+    """Pull `host/namespace/model[:tag][@sha256:<hex>]` into the local store; the tag is written last.
+
+    With a digest, the manifest fetched is the one with that digest, stored under the tag
+    (default `latest`).
+    """
     from modelpack.names import parse_ref
     from modelpack.registry.auth import get_credentials
     from modelpack.store import Store
 
-    dst = parse_ref(str(ref))
+    dst = parse_ref(str(ref), allow_digest=True)
     store = store if store is not None else Store()
     client = client or RegistryClient(dst.host, insecure=insecure, credentials=get_credentials(dst.host))
-    raw, doc, media_type, manifest_digest = fetch_manifest(client, dst.repository, dst.tag)
+    # by digest, the manifest bytes must hash to it (fetch_manifest checks) whatever the tag says
+    raw, doc, media_type, manifest_digest = fetch_manifest(client, dst.repository, dst.digest or dst.tag)
+    dst = replace(dst, digest="")  # the local name it is stored under
     downloader = BlobDownloader(client, dst.repository, store)
     progress = or_null(progress)
     result = PullResult(str(dst), manifest_digest, media_type)

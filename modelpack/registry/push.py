@@ -3,9 +3,19 @@
 Resumable: after every chunk the registry confirms, the upload URL and offset are saved in
 $MODELPACK_HOME/uploads/<key>.json (key: registry, repository, digest). A later push of the
 same blob asks the registry for the confirmed range (GET on the upload URL) and sends only the
-rest. When the registry can no longer continue that session (CNCF distribution drops one whose
-last PATCH was cut off midway), that blob alone starts over. SIGINT/SIGTERM under
-`graceful_interrupt()` finish the chunk in flight first, so such a push always resumes.
+rest. SIGINT/SIGTERM under `graceful_interrupt()` finish the chunk in flight first, so such a
+push always resumes exactly.
+
+A hard stop inside a PATCH (SIGKILL, power loss, a cut connection) is different on CNCF
+distribution (Docker Registry 2.x/3.x, and registries built on it): the registry keeps the part
+of the cut PATCH body that arrived, so its upload outgrows the offset signed into the `_state`
+of the last Location the client was given. Every request on that upload (GET status included)
+is checked against that offset first, and a mismatch cancels the upload
+(registry/handlers/blobupload.go, ResumeBlobUpload: `upload.Size() != State.Offset` ->
+BLOB_UPLOAD_INVALID + `upload.Cancel`). `_state` is HMAC-signed with the registry's secret, so no
+client can obtain one for the real size. That blob then starts over, and the result says so
+(`action="restarted"`, `restart_reason`, `resent_bytes`). Registries whose status GET reports
+the size they hold resume from there.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import requests
 
 from modelpack.errors import DigestMismatchError, NotFoundError, ProtocolError, RegistryError
 from modelpack.progress import Progress, Task, or_null
-from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, repository_scope
+from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, registry_error_detail, repository_scope
 from modelpack.registry.state import known_sources, load_session, remember_sources, save_session, session_path
 
 # Bytes per PATCH, when not fixed by the caller: sized so that one PATCH takes about
@@ -40,6 +50,16 @@ MAX_RECOVERIES = 8  # failed PATCHes (cut connection, expired token, 5xx) surviv
 RECOVERABLE = frozenset({None, 400, 401, 404, 416, 500, 502, 503, 504})
 OCTET = "application/octet-stream"
 
+# registry error code when it refuses a saved upload session -> why the blob starts over
+SESSION_GONE: dict[str, str] = {
+    "BLOB_UPLOAD_INVALID": (
+        "the registry refused the saved upload session: it holds bytes past the offset it last "
+        "confirmed (a PATCH was cut off midway by a kill or a lost connection) and CNCF distribution "
+        "cancels such a session (ResumeBlobUpload in registry/handlers/blobupload.go)"),
+    "BLOB_UPLOAD_UNKNOWN": "the registry no longer knows the upload session (expired, purged or cancelled)",
+    "RANGE_INVALID": "the registry refused the saved upload offset (RANGE_INVALID)",
+}
+
 
 @dataclass
 class BlobPush:
@@ -49,6 +69,8 @@ class BlobPush:
     bytes_sent: int = 0
     resumed_from: int = 0
     restarts: int = 0  # times the registry lost the session and the blob started over
+    restart_reason: str = ""  # why, in the registry's terms, when it did
+    resent_bytes: int = 0  # bytes the registry had confirmed and then dropped, so sent again
 
 
 @dataclass
@@ -207,15 +229,13 @@ class BlobUploader:
             raise ProtocolError("upload start answered without a Location", url=resp.url)
         return urljoin(resp.url, resp.headers["Location"]), False
 
-    def _status(self, location: str, expected: int) -> tuple[str, int] | None:
-        """Ask the registry how much of an upload it holds; None when the session is gone."""
-        try:
-            resp = self.client.request("GET", location, scope=self.scope, ok=(204,))
-        except RegistryError as err:
-            if err.status in (400, 404, 416):  # BLOB_UPLOAD_UNKNOWN / BLOB_UPLOAD_INVALID
-                return None
-            raise
+    def _status(self, location: str, expected: int) -> tuple[str, int] | str:
+        """How much of an upload the registry holds: (location, offset), or why the session is gone."""
+        resp = self.client.request("GET", location, scope=self.scope, ok=(204, 400, 404, 416))
         resp.close()
+        if resp.status_code != 204:
+            code = registry_error_detail(resp).partition(":")[0] or f"HTTP {resp.status_code}"
+            return f"{code}: " + SESSION_GONE.get(code, "the registry refused the saved upload session")
         new_location = urljoin(resp.url, resp.headers.get("Location", location))
         return new_location, _confirmed_end(resp, expected)
 
@@ -234,11 +254,12 @@ class BlobUploader:
         location, offset = None, 0
         if saved and saved.get("size") == size:
             status = self._status(saved["location"], saved.get("offset", 0))
-            if status is not None:
+            if isinstance(status, tuple):
                 location, offset = status
                 result.action, result.resumed_from = "resumed", offset
             else:  # the registry dropped the session: this blob starts over
-                result.action = "restarted"
+                result.action, result.restart_reason = "restarted", status
+                result.resent_bytes = saved.get("offset", 0)
                 state_path.unlink(missing_ok=True)
         if location is None:
             if digest is not None:
@@ -266,12 +287,13 @@ class BlobUploader:
                     time.sleep(self.client.backoff * recoveries)
                     read_to = f.tell()
                     status = self._status(session.location, session.offset)
-                    if status is None:  # the session is gone: this blob starts over
+                    if isinstance(status, tuple):
+                        session.location, session.offset = status
+                    else:  # the session is gone: this blob starts over
+                        result.restarts += 1
+                        result.restart_reason, result.resent_bytes = status, result.resent_bytes + session.offset
                         session.location, _ = self._start(digest or "", [])
                         session.offset = 0
-                        result.restarts += 1
-                    else:
-                        session.location, session.offset = status
                     task.advance(session.offset - read_to)
                     hasher = _hash_prefix(f, session.offset, pool) if hashing else _seek(f, session.offset)
             computed = "sha256:" + hasher.hexdigest() if hashing else digest
@@ -385,16 +407,22 @@ def push(
 ) -> PushResult:
     """Push the local model `ref` to `dest` (default: `ref` itself) as `host/namespace/model:tag`.
 
+    Either name may pin a manifest with `@sha256:<hex>`: the source is then the local manifest
+    with that digest (under its tag, or any tag of that model), and a pinned destination is
+    pushed by digest, untagged.
+
     `chunk_size` fixes the bytes per PATCH (default: adaptive, about CHUNK_SECONDS per PATCH).
     """
     from modelpack.names import parse_ref
     from modelpack.registry.auth import get_credentials
     from modelpack.store import Store
 
-    src = parse_ref(str(ref))
-    dst = parse_ref(str(dest)) if dest is not None else src
+    src = parse_ref(str(ref), allow_digest=True)
+    dst = parse_ref(str(dest), allow_digest=True) if dest is not None else src
     store = store if store is not None else Store()
-    raw, doc = store.get_manifest(src)
+    raw, doc = _local_manifest(store, src)
+    if dst.digest and dst.digest != "sha256:" + hashlib.sha256(raw).hexdigest():
+        raise DigestMismatchError(f"model {src.short} is not the manifest {dst} names", digest=dst.digest)
     descriptors = manifest_descriptors(doc)
     paths = []
     for desc in descriptors:  # everything is checked locally before the first request
@@ -414,6 +442,21 @@ def push(
             sources.insert(0, src.repository)
         with progress.task(f"push {digest[7:19]}", size) as task:
             result.blobs.append(uploader.upload(path, digest=digest, size=size, mount_from=sources, task=task))
-    result.manifest_digest = put_manifest(client, dst.repository, dst.tag, raw, media_type)
+    # a destination pinned by digest is pushed by digest (untagged), as OCI clients do
+    result.manifest_digest = put_manifest(client, dst.repository, dst.digest or dst.tag, raw, media_type)
     remember_sources(store.home, dst.host, dst.repository, [d["digest"] for d in descriptors])
     return result
+
+
+def _local_manifest(store, src) -> tuple[bytes, dict]:
+    """The local manifest `src` names; with `src.digest`, the one of that model with that digest."""
+    if not src.digest:
+        return store.get_manifest(src)
+    if store.has_manifest(src):
+        raw, doc = store.get_manifest(src)
+        if "sha256:" + hashlib.sha256(raw).hexdigest() == src.digest:
+            return raw, doc
+    for entry in store.list():
+        if entry.digest == src.digest and entry.ref.parts()[:3] == src.parts()[:3]:
+            return store.get_manifest(entry.ref)
+    raise NotFoundError(f"no local manifest of {src.host}/{src.repository} has that digest", digest=src.digest)
