@@ -423,6 +423,8 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
         if tag is not None:
             raise InputError("with -f, SOURCE is the name to tag; give it or --tag, not both")
         source, tag = None, source  # `build NAME -f Modelfile`, as in `ollama create NAME -f Modelfile`
+    if tag is not None:
+        parse_ref(tag)  # a bad name fails now, not after the conversion
     recipe, mf_path = _recipe_for(source, modelfile, store)
     if quant:
         quant = quant.upper()

@@ -467,6 +467,10 @@ def _check_system(report: VerifyReport, jinja: str | None, go: str | None, syste
     elif not any(has.values()):
         report.add("system", True, "the templates have no place for a system prompt (system messages are dropped)",
                    severity="warning")
+    elif has.get("jinja") and has.get("go") and text["jinja"].count(marker) != text["go"].count(marker):
+        report.add("system", False, f"the Go template writes the {where} {text['go'].count(marker)} times, the Jinja "
+                   f"template {text['jinja'].count(marker)} times (does the Go template write both .System and the "
+                   "system message of .Messages?)")
     elif has.get("jinja") and has.get("go"):
         same = text["jinja"] == text["go"]
         report.add("system", same, f"the Jinja and Go templates render the {where} alike" if same else

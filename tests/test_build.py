@@ -265,3 +265,15 @@ def test_folder_with_a_broken_chat_template_is_refused(tmp_path):
     # --from a checkpoint of another model: the tokenizer is named as the cause
     with pytest.raises(TemplateError, match="tokenizer is not openchat_v3.2_super's"):
         build("openchat_v3.2_super", from_dir=str(folder), home=str(home))
+
+
+def test_bad_tag_fails_before_converting(golden_checkpoint, tmp_path):
+    from modelpack.errors import InvalidNameError
+
+    for kw in ({"tag": "Bad Name"}, {"modelfile": str(tmp_path / "Modelfile")}):
+        (tmp_path / "Modelfile").write_text(f"FROM {golden_checkpoint('s1')}\n")
+        source = "Bad Name" if "modelfile" in kw else str(golden_checkpoint("s1"))
+        start = time.time()
+        with pytest.raises(InvalidNameError):
+            build(source, home=str(tmp_path / "home"), **kw)
+        assert time.time() - start < 2 and not (tmp_path / "home" / "blobs").exists()

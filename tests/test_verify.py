@@ -212,6 +212,8 @@ BROKEN_GO = [
      "<|im_start|>assistant\n", "'<|im_start|>', which is not a token"),
     ("math-prefix-in-default", GO.replace("GPT4 Correct User:", "Math Correct User:"), "got 6960 '▁Math'"),
     ("ignores-system", GO.replace(SYSTEM_GO, ""), "the Go template drops the system prompt"),
+    ("system-twice", GO.replace('{{- else if eq .Role "assistant" }}', '{{- else if eq .Role "system" }}{{ .Content }}'
+                                '<|end_of_turn|>{{- else if eq .Role "assistant" }}'), "system prompt 2 times"),
     ("unclosed-action", GO.replace("{{- end }}\n{{- end }}", "{{- end }}"), "Go template does not parse: unexpected EOF"),
     ("unknown-function", GO.replace("eq .Role", "equals .Role"), 'function "equals" not defined'),
     ("unknown-field", GO.replace(".Content", ".Contnt"), "can't evaluate field Contnt"),
@@ -262,6 +264,10 @@ GOOD_GO = [
     ("system-role", '{{- range .Messages }}{{- if eq .Role "system" }}{{ .Content }}<|end_of_turn|>'
      '{{- else if eq .Role "user" }}GPT4 Correct User: {{ .Content }}<|end_of_turn|>'
      '{{- else }}GPT4 Correct Assistant: {{ .Content }}<|end_of_turn|>{{- end }}{{- end }}GPT4 Correct Assistant:'),
+    ("last-message-logic", SYSTEM_GO + '{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}'
+     '{{- if eq .Role "user" }}GPT4 Correct User: {{ .Content }}<|end_of_turn|>{{ if $last }}GPT4 Correct Assistant:'
+     '{{ end }}{{- else if eq .Role "assistant" }}GPT4 Correct Assistant: {{ .Content }}{{ if not $last }}'
+     '<|end_of_turn|>{{ end }}{{- end }}{{- end }}{{ if .Tools }}never{{ end }}'),
     ("range-variables", SYSTEM_GO + '{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}GPT4 Correct User: '
      '{{ $m.Content }}<|end_of_turn|>{{ else if eq $m.Role "assistant" }}GPT4 Correct Assistant: {{ $m.Content }}'
      '<|end_of_turn|>{{ end }}{{ end }}GPT4 Correct Assistant:'),
@@ -363,3 +369,23 @@ def test_a_tokenizer_that_is_not_the_models_is_named_first():
     report = verify_template("openchat_v3.2_super", tokenizer=str(MISTRAL_SPM))  # Mistral's, not Llama 2's
     assert not report.ok and report.checks[0].name == "vocabulary"
     assert "does not turn openchat_v3.2_super's published prompt into its published ids" in report.checks[0].message
+
+
+GOOD_JINJA = [
+    ("catalogue", JINJA),
+    ("if-chain-with-system", "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+     "GPT4 Correct User: {{ message['content'] }}<|end_of_turn|>{% elif message['role'] == 'assistant' %}"
+     "GPT4 Correct Assistant: {{ message['content'] }}<|end_of_turn|>{% elif message['role'] == 'system' %}"
+     "{{ message['content'] }}<|end_of_turn|>{% endif %}{% endfor %}"
+     "{% if add_generation_prompt %}GPT4 Correct Assistant:{% endif %}"),
+    ("multi-line-trimmed", "{{- bos_token -}}\n{%- for message in messages -%}\n"
+     "  {{- 'GPT4 Correct ' ~ message.role | capitalize ~ ': ' ~ message.content ~ '<|end_of_turn|>' -}}\n"
+     "{%- endfor -%}\n{%- if add_generation_prompt -%}\n  {{- 'GPT4 Correct Assistant:' -}}\n{%- endif -%}\n"),
+]
+
+
+@pytest.mark.parametrize("name, jinja", GOOD_JINJA, ids=[c[0] for c in GOOD_JINJA])
+def test_correct_jinja_templates_pass(mistral_tok, name, jinja):
+    for system in (None, "Be brief."):
+        report = run(mistral_tok, jinja_template=jinja, system=system)
+        assert report.ok, report.format()

@@ -7,15 +7,16 @@ rest. SIGINT/SIGTERM under `graceful_interrupt()` finish the chunk in flight fir
 push always resumes exactly.
 
 A hard stop inside a PATCH (SIGKILL, power loss, a cut connection) is different on CNCF
-distribution (Docker Registry 2.x/3.x, and registries built on it): the registry keeps the part
-of the cut PATCH body that arrived, so its upload outgrows the offset signed into the `_state`
-of the last Location the client was given. Every request on that upload (GET status included)
-is checked against that offset first, and a mismatch cancels the upload
-(registry/handlers/blobupload.go, ResumeBlobUpload: `upload.Size() != State.Offset` ->
-BLOB_UPLOAD_INVALID + `upload.Cancel`). `_state` is HMAC-signed with the registry's secret, so no
-client can obtain one for the real size. That blob then starts over, and the result says so
-(`action="restarted"`, `restart_reason`, `resent_bytes`). Registries whose status GET reports
-the size they hold resume from there.
+distribution (Docker Registry 2.x/3.x, and registries built on it): the registry keeps what
+arrived of that PATCH body, so its upload outgrows the offset signed into the `_state` of the
+last Location the client was given. Every request on an upload, the status GET included, is
+first checked against that offset, and a mismatch is refused for good with BLOB_UPLOAD_INVALID
+(registry/handlers/blobupload.go, ResumeBlobUpload: `upload.Size() != State.Offset`, then
+`upload.Cancel`); without `_state` the answer is BLOB_UPLOAD_INVALID too, with no size. `_state`
+is HMAC-signed with the registry's secret, so no client can get one for the size the registry
+really holds. That blob then starts over, and the result says so (`action="restarted"`,
+`restart_reason`, `resent_bytes`). Registries whose status GET reports the size they hold
+resume from there.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ OCTET = "application/octet-stream"
 SESSION_GONE: dict[str, str] = {
     "BLOB_UPLOAD_INVALID": (
         "the registry refused the saved upload session: it holds bytes past the offset it last "
-        "confirmed (a PATCH was cut off midway by a kill or a lost connection) and CNCF distribution "
-        "cancels such a session (ResumeBlobUpload in registry/handlers/blobupload.go)"),
+        "confirmed (the push was killed or lost its connection inside a PATCH, before the answer "
+        "arrived) and CNCF distribution never continues such a session (ResumeBlobUpload in "
+        "registry/handlers/blobupload.go)"),
     "BLOB_UPLOAD_UNKNOWN": "the registry no longer knows the upload session (expired, purged or cancelled)",
     "RANGE_INVALID": "the registry refused the saved upload offset (RANGE_INVALID)",
 }
