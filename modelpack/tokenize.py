@@ -79,10 +79,11 @@ class Tokenizer:
             if run:
                 out.append(self._sp.decode(run) if self._sp is not None else self._hf.decode(run))
                 run.clear()
+        size = self._sp.get_piece_size() if self._sp is not None else self._hf.get_vocab_size(with_added_tokens=True)
         for i in ids:
-            if i in by_id:
+            if i in by_id or not 0 <= i < size:  # an id this vocabulary lacks is shown as such
                 flush()
-                out.append(by_id[i])
+                out.append(by_id.get(i) or self.piece(i))
             else:
                 run.append(i)
         flush()
@@ -356,6 +357,9 @@ def load_gguf_tokenizer(path: str | Path, *, added: dict[str, int] | None = None
             add_dummy_prefix=_field(reader, "tokenizer.ggml.add_space_prefix", True))
         tok = from_sentencepiece(sp, source=str(path), added=added,
                                  add_bos=_field(reader, "tokenizer.ggml.add_bos_token", True))
+        # SentencePiece finds BOS/EOS by the names <s> and </s>; Gemma's are <bos> and <eos>
+        tok.bos_id = bos if bos is not None else tok.bos_id
+        tok.eos_id = eos if eos is not None else tok.eos_id
     elif model == "gpt2":
         hf = bpe_from_vocab(tokens, _field(reader, "tokenizer.ggml.merges") or [], types,
                             pre=_field(reader, "tokenizer.ggml.pre", "default"))

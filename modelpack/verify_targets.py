@@ -121,6 +121,8 @@ def _from_entry(job: Job, entry: CatalogEntry, *, variant: str | None, use_templ
 def _finish(job: Job, *, variant: str | None, model: str | None) -> Job:
     """Add references (and what they imply) from the catalogue entry that fits."""
     entry = get_entry(model) if model else (match_entry(job.tokenizer, job.jinja_template) if job.tokenizer else None)
+    if model and job.tokenizer is not None:
+        job.misfit = misfit(entry, job.tokenizer)
     if entry is not None:
         # A fitting entry's Go template is what a bundle of this model would ship.
         _from_entry(job, entry, variant=variant, use_templates=False)

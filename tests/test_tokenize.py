@@ -85,3 +85,29 @@ def test_bad_inputs(tmp_path):
         load_tokenizer(tmp_path / "missing.model")
     with pytest.raises(SourceError, match="no tokenizer"):
         load_checkpoint_tokenizer(tmp_path)
+
+
+def test_gguf_vocabulary_with_gemma_names_for_bos_and_eos(tmp_path):
+    """SentencePiece looks for BOS/EOS by the names <s>/</s>; a Gemma vocabulary calls them <bos>/<eos>,
+    so the ids come from tokenizer.ggml.bos_token_id/eos_token_id (once the Go side lost its BOS)."""
+    import gguf
+
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<end_of_turn>"] + [f"<0x{b:02X}>" for b in range(256)] + ["▁", "a"]
+    types = [3, 3, 3, 2, 4] + [6] * 256 + [1, 1]
+    path = tmp_path / "gemma-vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "gemma")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_types(types)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_add_space_prefix(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok = load_gguf_tokenizer(path)
+    assert (tok.bos_id, tok.eos_id) == (2, 1)
+    assert tok.encode("a<end_of_turn>", add_bos=True) == [2, tokens.index("a"), 4]

@@ -231,9 +231,9 @@ BROKEN_JINJA = [
     ("no-space", JINJA.replace("': '", "':'"), "space is missing before 'Hello'"),
     ("two-spaces", JINJA.replace("': '", "':  '"), "extra space"),
     ("newline-after-eot", JINJA.replace("'<|end_of_turn|>'}}", "'<|end_of_turn|>\n'}}"), "render differently"),
-    ("no-generation-prompt", JINJA.replace(GEN, ""), "add_generation_prompt"),
+    ("no-generation-prompt", JINJA.replace(GEN, ""), "is missing at the end (is add_generation_prompt handled?)"),
     ("generation-prompt-always", JINJA.replace(GEN, "{{ 'GPT4 Correct Assistant:' }}"),
-     "same text with add_generation_prompt true and false"),
+     "with add_generation_prompt false the Jinja template still writes '<|end_of_turn|>GPT4 Correct Assistant:'"),
     ("generation-prompt-space", JINJA.replace("'GPT4 Correct Assistant:' }}", "'GPT4 Correct Assistant: ' }}"),
      "ends with extra whitespace"),
     ("eot-misspelt", JINJA.replace("<|end_of_turn|>", "<end_of_turn>"), "the vocabulary has '<|end_of_turn|>'"),
@@ -308,6 +308,7 @@ def test_correct_go_templates_pass(mistral_tok, name, go):
     (["<|end_of_turn|>", "GPT4 Correct User:"], "is 7 tokens"),
     (["<|end_of_turn>"], "did you mean '<|end_of_turn|>'"),
     (["User:"], "not one special token"),
+    (["<|end_of_turn|>", ""], "an empty stop string"),
     ([], "neither a stop string"),
 ])
 def test_broken_stop_strings(mistral_tok, stop, fragment):
@@ -389,3 +390,10 @@ def test_correct_jinja_templates_pass(mistral_tok, name, jinja):
     for system in (None, "Be brief."):
         report = run(mistral_tok, jinja_template=jinja, system=system)
         assert report.ok, report.format()
+
+
+def test_model_option_with_a_vocabulary_lacking_its_tokens():
+    """--model forces references whose ids (32000) the vocabulary lacks: no crash, the cause comes first."""
+    report = verify_template(str(LLAMA_GGUF), model="openchat_v3.2_super")
+    assert report.checks[0].name == "vocabulary" and "'<|end_of_turn|>' as id 32000" in report.checks[0].message
+    assert "<id 32000 out of vocabulary>" in report.format()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from modelpack.cli._app import app
+from modelpack.cli._app import app, emit_json
 from modelpack.errors import ModelpackError
 
 # Each area registers its commands on `app` when imported.
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModelpackError as err:
         if debug:
             raise
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # A script asked for JSON: give it the error as JSON too (stderr keeps the human line).
+            emit_json({"error": str(err), "type": type(err).__name__, "hint": err.hint,
+                       "exit_code": err.exit_code})
         print(f"error: {err}", file=sys.stderr)
         if err.hint:
             print(f"hint: {err.hint}", file=sys.stderr)
@@ -44,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as err:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        # Typer may vendor its own click, so recognise click's exceptions by class name.
+        kinds = {cls.__name__ for cls in type(err).__mro__}
+        if "ClickException" in kinds:
             err.show()
             return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
+        if "Abort" in kinds:
             print("aborted", file=sys.stderr)
             return 1
         if debug:
