@@ -149,3 +149,41 @@ def test_same_as_llama_cpp_converter(variant, tmp_path, name, outtype):
     convert(ck, tmp_path / "ours.gguf", outtype=outtype)
     got, want = digest(str(tmp_path / "ours.gguf")), digest(str(ref))
     assert got == want
+
+
+# The converter runs the gguf-py beside it, newer than the PyPI release: modelpack.convert.special
+# restores its SpecialVocab rules (these facts are that gguf-py's; the differential tests compare files).
+TEMPLATE_BOS = {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+
+@pytest.mark.parametrize("post, config, want", [
+    (TEMPLATE_BOS, {"add_bos_token": False}, {"bos": True}),  # the post-processor wins
+    (TEMPLATE_BOS, {"bos_token": None}, {"bos": True}),  # the template names the BOS token
+    (BYTE_LEVEL, {"add_bos_token": True, "add_eos_token": True}, {"bos": False, "eos": False}),
+    ({"type": "Sequence", "processors": [BYTE_LEVEL, TEMPLATE_BOS]}, {"add_eos_token": True}, {"bos": True, "eos": False}),
+    (None, {"add_bos_token": False, "add_eos_token": True}, {"bos": False, "eos": True}),
+])
+def test_special_vocab_post_processor_flags(tmp_path, post, config, want):
+    from modelpack.convert.special import SpecialVocab
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"added_tokens": [], "post_processor": post,
+                                                         "normalizer": {"type": "Lowercase"}}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", **config}))
+    special = SpecialVocab(tmp_path, load_merges=False)
+    assert {k: special.add_special_token.get(k) for k in want} == want
+    w = gguf.GGUFWriter(None, "llama")
+    special.add_to_gguf(w, quiet=True)
+    assert w.kv_data[0]["tokenizer.ggml.normalizer.lowercase"].value is True
+
+
+def test_repetition_penalty_and_named_templates_in_stable_order(tmp_path):
+    ck = make_llama(tmp_path / "ck", seed=9)
+    (ck / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.25, "temperature": 0.5}))
+    templates = [{"name": n, "template": "{{ x }}"} for n in ("default", "tool_use", "rag", "zeta")]
+    (ck / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "chat_template": templates}))
+    convert(ck, tmp_path / "out.gguf", outtype="f16")
+    r = gguf.GGUFReader(str(tmp_path / "out.gguf"))
+    assert r.get_field("general.sampling.penalty_repeat").contents() == pytest.approx(1.25)
+    assert r.get_field("tokenizer.chat_templates").contents() == ["tool_use", "rag", "zeta"]

@@ -93,3 +93,12 @@ def test_low_bit_mixes_and_fallbacks():
     tied = tensor_types(llama_like(2, 512, 512, 1024, tied=True), "Q4_0", n_layer=2)
     assert tied["token_embd.weight"] == T.Q6_K and tied["output_norm.weight"] == T.F32
     assert tensor_types(llama_like(2, 512, 512, 1024), "bf16", n_layer=2)["blk.1.ffn_up.weight"] == T.BF16
+
+
+def test_n_gqa_from_head_counts_for_fused_qkv():
+    """StarCoder's fused attn_qkv hides n_gqa from the shapes; llama-quantize takes it from the heads."""
+    from modelpack.quant.mixes import n_gqa_of
+    tensors = [("blk.0.attn_qkv.weight", (512, 640)), ("blk.0.ffn_down.weight", (2048, 512))]
+    assert n_gqa_of(8, 1) == 8 and n_gqa_of(5, None) == 1 and n_gqa_of([6, 6], [2, 2]) == 3 and n_gqa_of(None, 1) is None
+    assert tensor_types(tensors, "Q2_K", n_layer=1, n_gqa=n_gqa_of(8, 1))["blk.0.attn_qkv.weight"] == T.Q4_K
+    assert tensor_types(tensors, "Q2_K", n_layer=1, n_gqa=n_gqa_of(3, 1))["blk.0.attn_qkv.weight"] == T.Q3_K

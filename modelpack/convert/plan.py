@@ -156,6 +156,9 @@ def _add_kv(writer: gguf.GGUFWriter, arch: Arch, hp: dict, file_type: int, confi
 def _metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, n_params: int) -> None:
     """general.* from the model card, as the converter writes them (names are informational)."""
     meta = gguf.Metadata.load(None, checkpoint.path, None, n_params)
+    if meta.sampling_penalty_repeat is None:  # the converter's newer gguf-py also reads the HF name
+        gen = gguf.Metadata.load_generation_config(checkpoint.path)
+        meta.sampling_penalty_repeat = gen.get("repetition_penalty") if gen else None
     if checkpoint.repo_id:
         meta.name = checkpoint.repo_id
     if meta.name is None:
@@ -233,7 +236,7 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
 
     file_type, file_type_name = int(ftype), outtype.upper()
     if quant is not None:
-        file_type, file_type_name, tensors = _apply_mix(tensors, quant, block_count, arch.name)
+        _mixes().parse_mix(quant)  # an unknown mix fails before the vocabulary is read
     n_params = sum(math.prod(t.shape) for t in tensors)
 
     writer = gguf.GGUFWriter(None, arch.name)
@@ -246,9 +249,13 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
         _add_kv(writer, arch, hp, int(ftype), config_path)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         arch.vocab(checkpoint, writer, hp)
+        _stable_template_names(writer)
         if extra_kv:
             add_extra_kv(writer, extra_kv)
         if quant is not None:  # llama-quantize moves these two to the end
+            n_gqa = _mixes().n_gqa_of(*(_kv_value(writer, f"{arch.name}.attention.{k}")
+                                        for k in ("head_count", "head_count_kv")))
+            file_type, file_type_name, tensors = _apply_mix(tensors, quant, block_count, arch.name, n_gqa)
             kv = writer.kv_data[0]
             kv.pop(gguf.Keys.General.QUANTIZATION_VERSION)
             kv.pop(gguf.Keys.General.FILE_TYPE)
@@ -261,15 +268,40 @@ def build_plan(checkpoint: Checkpoint, *, outtype: str = "auto", quant: str | No
     return Plan(checkpoint, arch, hp, writer, tensors, file_type, file_type_name, n_params)
 
 
-def _apply_mix(tensors: list[TensorPlan], quant: str, n_layer: int, arch: str) -> tuple[int, str, list[TensorPlan]]:
-    """Target types from the mix rules, in llama-quantize's order; inputs as the auto file stores them."""
+def _stable_template_names(writer: gguf.GGUFWriter) -> None:
+    """gguf lists named chat templates from a set, so the converter's order changes with Python's hash
+    seed from run to run; we list them in tokenizer_config.json's order (their keys' order) instead."""
+    kv = writer.kv_data[0]
+    names = kv.get(gguf.Keys.Tokenizer.CHAT_TEMPLATES)
+    if names is None:
+        return
+    prefix = gguf.Keys.Tokenizer.CHAT_TEMPLATE_N.format(name="")
+    ordered = [k[len(prefix):] for k in kv if k.startswith(prefix)]
+    names.value = [n for n in ordered if n in names.value] + [n for n in names.value if n not in ordered]
+
+
+def _mixes():
     try:
         from modelpack.quant import mixes
     except ImportError as e:
         raise UnknownQuantError(f"quantization is not available in this build ({e})") from e
+    return mixes
+
+
+def _kv_value(writer: gguf.GGUFWriter, key: str):
+    v = writer.kv_data[0].get(key)
+    return None if v is None else v.value
+
+
+def _apply_mix(tensors: list[TensorPlan], quant: str, n_layer: int, arch: str,
+               n_gqa: int | None) -> tuple[int, str, list[TensorPlan]]:
+    """Target types from the mix rules, in llama-quantize's order; inputs as the auto file stores them.
+    `n_gqa` comes from the head counts written to the key/values, as llama-quantize reads them."""
+    mixes = _mixes()
     mix = mixes.parse_mix(quant)
     by_name = {t.name: t for t in tensors}
-    targets = mixes.tensor_types([(t.name, tuple(reversed(t.shape))) for t in tensors], mix, n_layer=n_layer, arch=arch)
+    targets = mixes.tensor_types([(t.name, tuple(reversed(t.shape))) for t in tensors], mix, n_layer=n_layer,
+                                 arch=arch, n_gqa=n_gqa)
     planned = []
     for name in mixes.quantize_order(list(by_name)):
         t = by_name[name]

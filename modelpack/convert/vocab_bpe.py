@@ -1,7 +1,7 @@
 """Byte-level BPE vocabularies (tokenizer.json) -> the GGUF tokenizer keys llama.cpp writes.
 
 Matches `convert_hf_to_gguf.py` `_set_vocab_gpt2`: tokenizer.ggml.model "gpt2", tokenizer.ggml.pre,
-tokens, token types, then merges and special ids from `gguf.SpecialVocab(load_merges=True)`.
+tokens, token types, then merges and special ids from `special.SpecialVocab(load_merges=True)`.
 llama.cpp reads the vocabulary through transformers; we read the same tokenizer.json with the
 `tokenizers` library, which is what transformers' fast tokenizers run underneath.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import gguf
 from tokenizers import Tokenizer
 
+from modelpack.convert.special import SpecialVocab
 from modelpack.errors import SourceError
 
 # The text llama.cpp encodes to fingerprint a BPE pre-tokenizer (get_vocab_base_pre's chktxt).
@@ -144,7 +145,7 @@ class BpeVocab:
     pre: str
     tokens: list[str]
     token_types: list[int]
-    special: gguf.SpecialVocab  # merges, special token ids, add_*_token, chat template
+    special: SpecialVocab  # merges, special token ids, add_*_token, chat template
     model: str = "gpt2"
 
     @property
@@ -248,7 +249,7 @@ def load_bpe_vocab(folder: str | Path, *, vocab_size: int | None = None) -> BpeV
         tokens.append(token)
 
     pre = pre_tokenizer_name(tokenizer, path=path)
-    special = gguf.SpecialVocab(folder, load_merges=True)
+    special = SpecialVocab(folder, load_merges=True)
     if not special.merges:
         raise SourceError("tokenizer.json has no merges", path=path)
     return BpeVocab(pre=pre, tokens=tokens, token_types=token_types, special=special)

@@ -2,7 +2,7 @@
 
 Ids below config.json's vocab_size start as `[PAD{id}]` (score -10000, UNUSED); the .model fills its
 pieces; tokenizer_config.json's added_tokens_decoder (and added_tokens.json) override theirs with
-score -1000. Special ids, add_bos/add_eos and the chat template come from gguf.SpecialVocab.
+score -1000. Special ids, add_bos/add_eos and the chat template come from special.SpecialVocab.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gguf
 
+from modelpack.convert.special import SpecialVocab
 from modelpack.errors import SourceError
 
 
@@ -96,12 +97,12 @@ def _write_spm(checkpoint, writer: gguf.GGUFWriter, hp: dict) -> int:
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    gguf.SpecialVocab(checkpoint.path, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    SpecialVocab(checkpoint.path, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
     return len(tokens)
 
 
 def _special_ids(folder: Path, writer: gguf.GGUFWriter, ids, *, keep_template: bool = True) -> None:
-    special = gguf.SpecialVocab(folder, load_merges=False, special_token_types=[t for t, _ in ids])
+    special = SpecialVocab(folder, load_merges=False, special_token_types=[t for t, _ in ids])
     for typ, tid in ids:
         special._set_special_token(typ, tid)
     if not keep_template:

@@ -155,18 +155,31 @@ def _gqa(tensors) -> int:
     return max(1, q[1] // v[1])
 
 
-def tensor_types(tensors, mix: Mix | str, *, n_layer: int, arch: str | None = None) -> dict[str, T]:
+def n_gqa_of(n_head, n_head_kv) -> int | None:
+    """llama.cpp's hparams.n_gqa() for layer 0 from the GGUF head counts (scalars or per-layer lists);
+    None when the head count is unknown."""
+    n_head, n_head_kv = (v[0] if isinstance(v, (list, tuple)) and v else v for v in (n_head, n_head_kv))
+    if not isinstance(n_head, int):
+        return None
+    n_head_kv = n_head if n_head_kv is None else n_head_kv  # llama.cpp's default when the key is absent
+    return n_head // n_head_kv if n_head_kv else 0
+
+
+def tensor_types(tensors, mix: Mix | str, *, n_layer: int, arch: str | None = None,
+                 n_gqa: int | None = None) -> dict[str, T]:
     """Every tensor's target type under `mix`, as llama-quantize chooses it (no imatrix).
 
     `tensors` is [(gguf_name, gguf_shape)] (ne0 first); the counters run in llama-quantize's
     sorted order whatever order is given. Tensors that are not quantized are F32 (1-D, norms).
+    `n_gqa` is n_head / n_head_kv from the model's key/values (see n_gqa_of); without it, it is
+    guessed from the attn_q / attn_v widths, which a fused attn_qkv (StarCoder) does not allow.
     """
     if isinstance(mix, str):
         mix = parse_mix(mix)
     tensors = [(n, tuple(int(d) for d in s)) for n, s in tensors]
     shapes = dict(tensors)
     order = quantize_order(shapes)
-    n_gqa = _gqa(tensors)
+    n_gqa = _gqa(tensors) if n_gqa is None else n_gqa
     n_attn_v = sum(1 for n in order if category(n) == "attn_v")
     tied = "output.weight" not in shapes
     # llama.cpp's 70B rule: llama with 80 layers and grouped-query attention

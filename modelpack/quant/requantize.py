@@ -111,6 +111,8 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
     arch = arch_field.contents() if arch_field is not None else "llama"
     block_count = reader.get_field(f"{arch}.block_count")
     n_layer = int(block_count.contents()) if block_count is not None else 0
+    heads = [reader.get_field(f"{arch}.attention.{k}") for k in ("head_count", "head_count_kv")]
+    n_gqa = mixes.n_gqa_of(*(f.contents() if f is not None else None for f in heads))
 
     by_name = {t.name: t for t in reader.tensors}
     for t in reader.tensors:
@@ -118,7 +120,7 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
             raise GGUFError(f"requantizing from {t.tensor_type.name} is not supported; give an F32/F16/BF16 GGUF",
                             path=input_gguf, tensor=t.name)
     shapes = [(t.name, tuple(int(d) for d in t.shape)) for t in reader.tensors]
-    targets = mixes.tensor_types(shapes, mix, n_layer=n_layer, arch=arch)
+    targets = mixes.tensor_types(shapes, mix, n_layer=n_layer, arch=arch, n_gqa=n_gqa)
     order = mixes.quantize_order(by_name)
     for name in order:  # tensors llama-quantize leaves alone keep their input type
         if not mixes.allows_quantization(name, by_name[name].shape):
