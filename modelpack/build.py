@@ -19,13 +19,13 @@ from modelpack import bundle
 from modelpack.bundle import (GENERATION_KEYS, MP_GENERATION, MP_GO_TEMPLATE, MP_JINJA, MP_MESSAGES, MP_PARAMS,
                               MP_SYSTEM, MP_WEIGHT, BundleContent, Descriptor, read_bundle)
 from modelpack.errors import (InputError, ModelfileError, OutputExistsError, SourceError, TemplateError)
+from modelpack.gguf_info import file_type_name, is_gguf, read_gguf
 from modelpack.names import ModelRef, parse_ref
 from modelpack.progress import Progress, or_null
 from modelpack.recipe import Recipe, coerce_params, load_modelfile
 from modelpack.store import Store, sha256_digest
 
 FORMATS = ("ollama", "modelpack")
-GGUF_MAGIC = b"GGUF"
 LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "license.txt")
 
 
@@ -60,13 +60,6 @@ class Source:
 
 
 # ---- sources ----------------------------------------------------------------------------------
-def _is_gguf(path: Path) -> bool:
-    with contextlib.suppress(OSError):
-        with open(path, "rb") as f:
-            return f.read(4) == GGUF_MAGIC
-    return False
-
-
 def safe_name(text: str) -> str:
     """A valid model part from a file or repo name: lowercase, odd characters -> '-'."""
     name = re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.")
@@ -94,7 +87,7 @@ def resolve_source(text: str, *, store: Store, base_dir: Path | None = None) -> 
     if path.exists():
         if path.is_dir():
             return Source("checkpoint", str(path), safe_name(path.resolve().name))
-        if _is_gguf(path):
+        if is_gguf(path):
             return Source("gguf", str(path), safe_name(path.stem))
         raise SourceError("not a GGUF file nor a checkpoint folder", path=str(path))
     with contextlib.suppress(InputError):
@@ -221,18 +214,6 @@ def human_number(n: int) -> str:
     return str(n)
 
 
-def file_type_name(value: int | None) -> str:
-    if value is None:
-        return ""
-    import gguf
-
-    try:
-        name = gguf.LlamaFileType(int(value)).name
-    except ValueError:
-        return str(value)
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
 @dataclass
 class GGUFFacts:
     architecture: str = ""
@@ -244,28 +225,17 @@ class GGUFFacts:
 
 
 def gguf_facts(path: str | Path) -> GGUFFacts:
-    import gguf
-
-    from modelpack.errors import GGUFError
-
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as err:  # gguf raises ValueError and friends on a bad file
-        raise GGUFError(f"not a readable GGUF file (truncated or corrupt?): {err}", path=str(path)) from None
+    reader = read_gguf(path)
 
     def get(key):
         f = reader.fields.get(key)
-        if f is None or not f.data:
-            return None
-        value = f.parts[f.data[0]]
-        if f.types and f.types[0] == gguf.GGUFValueType.STRING:
-            return bytes(value).decode("utf-8", errors="replace")
-        return value.tolist()[0] if hasattr(value, "tolist") else value
+        return f.contents() if f is not None and f.data else None
 
     count = sum(int(t.n_elements) for t in reader.tensors)
-    facts = GGUFFacts(architecture=get("general.architecture") or "", file_type=file_type_name(get("general.file_type")),
-                      parameter_count=count, chat_template=get("tokenizer.chat_template"),
-                      license=get("general.license"), name=get("general.name"))
+    facts = GGUFFacts(architecture=get("general.architecture") or "",
+                      file_type=file_type_name(get("general.file_type")) or "", parameter_count=count,
+                      chat_template=get("tokenizer.chat_template"), license=get("general.license"),
+                      name=get("general.name"))
     return facts
 
 
@@ -405,7 +375,7 @@ def _recipe_for(source: str | None, modelfile: str | None, store: Store) -> tupl
     if source is None:
         raise InputError("nothing to build: give a SOURCE or -f Modelfile")
     path = Path(source).expanduser()
-    if path.is_file() and not _is_gguf(path):
+    if path.is_file() and not is_gguf(path):
         return load_modelfile(path), str(path)
     return Recipe(source=source), None
 
@@ -445,6 +415,7 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
     with store.writing():  # gc leaves our blobs alone until the tag exists
         base: list[Descriptor] = []
         inherited: BundleContent | None = None
+        facts: GGUFFacts | None = None
         if src.kind == "bundle":
             inherited = read_bundle(store, src.ref)
             if inherited.model is None:
@@ -456,7 +427,7 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
                 recipe.jinja_template = inherited.jinja_template
         elif src.kind == "gguf":
             try:  # a broken file fails here, named as the user gave it, before anything enters the store
-                gguf_facts(src.value)
+                facts = gguf_facts(src.value)
             except InputError as err:
                 if not mf_path:
                     raise
@@ -465,7 +436,6 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
                 digest, size = store.import_file(src.value, progress_task=task)
             model = Descriptor(bundle.OLLAMA_MODEL, digest, size)
             base = [model]
-            facts = gguf_facts(store.blob_path(digest))
             apply_found(recipe, jinja=facts.chat_template, license_text=None, license_id=facts.license)
         else:
             from modelpack.checkpoint import open_checkpoint
@@ -491,7 +461,8 @@ def build(source: str | None = None, *, quant: str | None = None, tag: str | Non
                 model = convert_into_store(store, checkpoint, quant=quant, recipe=recipe, device=device,
                                            progress=progress)
             base = [model]
-        facts = gguf_facts(store.blob_path(model.digest))
+        if facts is None:  # a GGUF source was read above; the stored copy has the same bytes
+            facts = gguf_facts(store.blob_path(model.digest))
 
         params = dict(inherited.params) if inherited else {}
         params.update(recipe.params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,16 @@ import gguf
 from modelpack.errors import GGUFError
 
 ARRAY_HEAD = 8  # arrays longer than this are summarised as length + first entries
+GGUF_MAGIC_BYTES = struct.pack("<I", gguf.GGUF_MAGIC)  # b"GGUF"
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    """True when the file starts with the GGUF magic (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == GGUF_MAGIC_BYTES
+    except OSError:
+        return False
 
 
 def file_type_name(file_type: int | None) -> str | None:
@@ -38,7 +49,7 @@ def read_gguf(path: str | os.PathLike) -> gguf.GGUFReader:
         return gguf.GGUFReader(path)
     except FileNotFoundError as e:
         raise GGUFError("no such file", path=str(path)) from e
-    except (ValueError, IndexError, OSError) as e:  # bad magic, truncated, unsupported version
+    except (ValueError, IndexError, KeyError, OSError) as e:  # bad magic, truncated, unsupported version
         raise GGUFError(f"not a readable GGUF file: {e}", path=str(path)) from e
 
 

@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import importlib.util
 import threading
-import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -221,7 +220,6 @@ _SAMPLING_PARAMS = {
 # Ollama's defaults for what a bundle's params leave out (api/types.go DefaultOptions).
 OLLAMA_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1,
                    "repeat_last_n": 64, "num_predict": -1, "num_ctx": 2048}
-_GGUF_MAGIC = b"GGUF"
 
 
 @dataclass
@@ -238,38 +236,23 @@ class Bundle:
 
 def open_bundle(ref: str, *, home: str | os.PathLike | None = None) -> Bundle:
     """Find REF in the store and read its layers (Ollama format, or CNCF ModelPack weights)."""
-    from modelpack import bundle as fmt
+    from modelpack.bundle import read_bundle
+    from modelpack.gguf_info import is_gguf
     from modelpack.store import Store
 
     store = Store(home)
-    _, manifest = store.get_manifest(ref)
-    found = Bundle(ref=ref, gguf=Path())
-    for layer in fmt.manifest_layers(manifest):
-        path = store.blob_path(layer.digest)
-        if layer.media_type == fmt.OLLAMA_MODEL or (
-                layer.media_type == fmt.MODELPACK_WEIGHT and _is_gguf(path)):
+    content = read_bundle(store, ref)  # Ollama media types, or ModelPack file paths
+    found = Bundle(ref=ref, gguf=Path(), template=content.template, system=content.system,
+                   params=content.params, messages=[{"role": r, "content": c} for r, c in content.messages])
+    if content.model is not None:
+        path = store.blob_path(content.model.digest)
+        if content.format == "ollama" or is_gguf(path):
             found.gguf = path
-        elif layer.media_type == fmt.OLLAMA_TEMPLATE:
-            found.template = store.read_blob(layer.digest).decode("utf-8")
-        elif layer.media_type == fmt.OLLAMA_SYSTEM:
-            found.system = store.read_blob(layer.digest).decode("utf-8")
-        elif layer.media_type == fmt.OLLAMA_PARAMS:
-            found.params = json.loads(store.read_blob(layer.digest))
-        elif layer.media_type == fmt.OLLAMA_MESSAGES:
-            found.messages = json.loads(store.read_blob(layer.digest))
     if found.gguf == Path():
         raise GGUFError(f"bundle {ref} has no GGUF model layer", path=str(store.manifest_path(ref)))
     if not found.gguf.is_file():
         raise GGUFError("the bundle's model blob is missing from the store", path=str(found.gguf))
     return found
-
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == _GGUF_MAGIC
-    except OSError:
-        return False
 
 
 def render_prompt(bundle: Bundle, model: Any, prompt: str) -> tuple[str, str]:

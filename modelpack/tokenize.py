@@ -324,12 +324,9 @@ def bpe_from_vocab(tokens: list[str], merges: list[str], types: list[int], *, pr
 @functools.lru_cache(maxsize=8)
 def _gguf_tokenizer_fields(path: str, size: int, mtime_ns: int) -> dict:
     """The tokenizer.* keys of a GGUF file (cached: reading a 32k-token vocabulary takes a second)."""
-    import gguf
+    from modelpack.gguf_info import read_gguf
 
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as err:  # GGUFReader raises ValueError/struct errors on bad files
-        raise GGUFError(f"cannot read GGUF: {err}", path=path) from None
+    reader = read_gguf(path)
     return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
 
 

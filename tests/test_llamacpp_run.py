@@ -111,12 +111,14 @@ def test_run_unknown_model_is_one_line_error(modelpack_home, capsys):
     assert err.startswith("error: ") and "nosuch" in err
 
 
-def test_run_a_bundle_made_by_build(tmp_path, modelpack_home):
-    """The user's path: `modelpack build FOLDER` then `modelpack run` (template and stop from build)."""
+@pytest.mark.parametrize("fmt", ["ollama", "modelpack"])
+def test_run_a_bundle_made_by_build(tmp_path, modelpack_home, fmt):
+    """The user's path: `modelpack build FOLDER` then `modelpack run` (template and stop from build),
+    in either bundle format."""
     ckpt = make_checkpoint(tmp_path / "ckpt", "--arch", "mistral", "--hidden", "64", "--layers", "1",
                            "--heads", "2", "--kv-heads", "1", "--ffn", "128", "--shards", "1", "--seed", "6",
                            "--tokenizer", str(MISTRAL_SPM))
-    assert main(["build", str(ckpt), "--quant", "Q8_0", "--tag", "tiny-built:q8_0", "--quiet"]) == 0
+    assert main(["build", str(ckpt), "--quant", "Q8_0", "--tag", "tiny-built:q8_0", "--format", fmt, "--quiet"]) == 0
     result = _run_cli("tiny-built:q8_0", "How are you today?", "--max-tokens", "5", "--temperature", "0")
     assert result["prompt"].endswith("GPT4 Correct User: How are you today?<|end_of_turn|>GPT4 Correct Assistant:")
     assert 0 < result["completion_tokens"] <= 5 and "<|end_of_turn|>" not in result["completion"]

@@ -8,7 +8,6 @@ score -1000. Special ids, add_bos/add_eos and the chat template come from specia
 from __future__ import annotations
 
 import json
-from enum import IntEnum
 from pathlib import Path
 
 import gguf
@@ -17,13 +16,7 @@ from modelpack.convert.special import SpecialVocab
 from modelpack.errors import SourceError
 
 
-class TokenType(IntEnum):  # SentencePiece token types as GGUF stores them
-    NORMAL = 1
-    UNKNOWN = 2
-    CONTROL = 3
-    USER_DEFINED = 4
-    UNUSED = 5
-    BYTE = 6
+TokenType = gguf.TokenType  # SentencePiece piece types and GGUF token types share these numbers
 
 
 # Added tokens some models forget to mark special, which the converter treats as control tokens anyway.

@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGUFValueType, GGUFWriter
 from gguf import GGMLQuantizationType as T
 
 from modelpack.errors import GGUFError, OutputExistsError, QuantizationError
+from modelpack.gguf_info import read_gguf
 from modelpack.progress import Progress, or_null
 
 from . import mixes
 
-QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION
 _DROPPED = ("split.no", "split.count", "split.tensors.count")
 _TAIL = ("general.quantization_version", "general.file_type")
 _FLOAT_INPUTS = (T.F32, T.F16, T.BF16)
@@ -102,10 +102,7 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
     input_gguf, output = Path(input_gguf), Path(output)
     if output.exists() and not force:
         raise OutputExistsError("output exists (use --force to overwrite)", path=output)
-    try:
-        reader = GGUFReader(input_gguf)
-    except (OSError, ValueError) as err:
-        raise GGUFError(f"cannot read GGUF: {err}", path=input_gguf) from err
+    reader = read_gguf(input_gguf)
 
     arch_field = reader.get_field("general.architecture")
     arch = arch_field.contents() if arch_field is not None else "llama"
@@ -133,8 +130,8 @@ def requantize(input_gguf, output, mix, *, force: bool = False, threads: int | N
         if field.name.startswith("GGUF.") or field.name in _DROPPED or field.name in _TAIL:
             continue
         writer.add_key_value(field.name, *_field_value(field))
-    writer.add_uint32("general.quantization_version", QUANTIZATION_VERSION)
-    writer.add_uint32("general.file_type", mix.file_type)
+    writer.add_quantization_version(GGML_QUANT_VERSION)
+    writer.add_file_type(mix.file_type)
 
     for name in order:
         t = by_name[name]

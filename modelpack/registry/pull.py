@@ -25,6 +25,7 @@ from modelpack.progress import Progress, Task, or_null
 from modelpack.registry.client import INDEX_TYPES, MANIFEST_ACCEPT, RegistryClient, repository_scope
 from modelpack.registry.push import manifest_descriptors
 from modelpack.registry.state import remember_sources
+from modelpack.store import sha256_digest
 
 PIECE = 1 << 20
 MAX_RECOVERIES = 8
@@ -63,7 +64,7 @@ def fetch_manifest(client: RegistryClient, repository: str, reference: str) -> t
         raw = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
     if len(raw) > MAX_MANIFEST:
         raise ProtocolError(f"manifest larger than {MAX_MANIFEST} bytes", url=resp.url.split("?")[0])
-    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    digest = sha256_digest(raw)
     url = resp.url.split("?")[0]
     answered = resp.headers.get("Docker-Content-Digest")
     if reference.startswith("sha256:") and digest != reference:

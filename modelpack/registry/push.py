@@ -37,6 +37,7 @@ from modelpack.errors import DigestMismatchError, NotFoundError, ProtocolError, 
 from modelpack.progress import Progress, Task, or_null
 from modelpack.registry.client import MANIFEST_TYPES, RegistryClient, registry_error_detail, repository_scope
 from modelpack.registry.state import known_sources, load_session, remember_sources, save_session, session_path
+from modelpack.store import sha256_digest
 
 # Bytes per PATCH, when not fixed by the caller: sized so that one PATCH takes about
 # CHUNK_SECONDS at the speed the previous one went. Each PATCH boundary costs a round trip and
@@ -375,7 +376,7 @@ def manifest_media_type(doc: dict) -> str:
 
 def put_manifest(client: RegistryClient, repository: str, reference: str, raw: bytes, media_type: str) -> str:
     """PUT a manifest; returns its digest (checked against the registry's)."""
-    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    digest = sha256_digest(raw)
     resp = client.request("PUT", f"/v2/{repository}/manifests/{reference}",
                           scope=repository_scope(repository, "pull,push"), ok=(201, 200, 204), data=raw,
                           headers={"Content-Type": media_type})
@@ -423,7 +424,7 @@ def push(
     dst = parse_ref(str(dest), allow_digest=True) if dest is not None else src
     store = store if store is not None else Store()
     raw, doc = _local_manifest(store, src)
-    if dst.digest and dst.digest != "sha256:" + hashlib.sha256(raw).hexdigest():
+    if dst.digest and dst.digest != sha256_digest(raw):
         raise DigestMismatchError(f"model {src.short} is not the manifest {dst} names", digest=dst.digest)
     descriptors = manifest_descriptors(doc)
     paths = []
@@ -456,7 +457,7 @@ def _local_manifest(store, src) -> tuple[bytes, dict]:
         return store.get_manifest(src)
     if store.has_manifest(src):
         raw, doc = store.get_manifest(src)
-        if "sha256:" + hashlib.sha256(raw).hexdigest() == src.digest:
+        if sha256_digest(raw) == src.digest:
             return raw, doc
     for entry in store.list():
         if entry.digest == src.digest and entry.ref.parts()[:3] == src.parts()[:3]:
