@@ -99,6 +99,21 @@ def _qkx2_lanes(X, W, L, Laux, S, B, n, nmax, rmin, rdelta, nstep, use_mad):
 
 
 @njit(inline="always", **JIT)
+def _absmax_lanes(X, amax, mx, n):
+    """Per lane: largest |x| into amax and its signed value into mx (first one wins), from 0."""
+    zero = f32(0.0)
+    for k in range(LANES):
+        amax[k] = zero
+        mx[k] = zero
+    for i in range(n):
+        for k in range(LANES):
+            ax = abs(X[i, k])
+            up = ax > amax[k]
+            amax[k] = ax if up else amax[k]
+            mx[k] = X[i, k] if up else mx[k]
+
+
+@njit(inline="always", **JIT)
 def _qx_trial(X, Lt, iscale, sumlx, suml2, n, nmax):
     for k in range(LANES):
         sumlx[k] = f32(0.0)
@@ -119,15 +134,7 @@ def _qx_lanes(X, L, Lt, S, B, n, nmax):
     """make_qx_quants (rmse_type 1: weights x*x) on LANES sub-blocks: S[5] scale, L (+nmax)."""
     amax, mx, sumlx, suml2, best, scale, iscale = S[0], S[1], S[2], S[3], S[4], S[5], S[6]
     zero = f32(0.0)
-    for k in range(LANES):
-        amax[k] = zero
-        mx[k] = zero
-    for i in range(n):
-        for k in range(LANES):
-            ax = abs(X[i, k])
-            up = ax > amax[k]
-            amax[k] = ax if up else amax[k]
-            mx[k] = X[i, k] if up else mx[k]
+    _absmax_lanes(X, amax, mx, n)
     for k in range(LANES):
         iscale[k] = f32(-nmax) / mx[k]
     _qx_trial(X, Lt, iscale, sumlx, suml2, n, nmax)
@@ -165,15 +172,7 @@ def _q3_lanes(X, L, S, B, n, nmax):
     """make_q3_quants with do_rmse on LANES sub-blocks: S[5] scale, L (+nmax)."""
     amax, mx, sumlx, suml2, iscale, scale = S[0], S[1], S[2], S[3], S[4], S[5]
     zero = f32(0.0)
-    for k in range(LANES):
-        amax[k] = zero
-        mx[k] = zero
-    for i in range(n):
-        for k in range(LANES):
-            ax = abs(X[i, k])
-            up = ax > amax[k]
-            amax[k] = ax if up else amax[k]
-            mx[k] = X[i, k] if up else mx[k]
+    _absmax_lanes(X, amax, mx, n)
     for k in range(LANES):
         iscale[k] = f32(-nmax) / mx[k]
         sumlx[k] = zero

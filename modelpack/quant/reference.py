@@ -101,13 +101,7 @@ def make_qkx2_quants(xt, wt, nmax, rmin, rdelta, nstep, use_mad):
 def make_qx_quants(xt, nmax):
     """Symmetric scale search with weights x*x (rmse_type 1); returns (scale, L[n, blocks])."""
     n = xt.shape[0]
-    amax = np.zeros(xt.shape[1], F32)
-    mx = np.zeros(xt.shape[1], F32)
-    for i in range(n):
-        ax = np.abs(xt[i])
-        up = ax > amax
-        amax = np.where(up, ax, amax)
-        mx = np.where(up, xt[i], mx)
+    amax, mx = _signed_absmax(xt)
     zero = amax < GROUP_MAX_EPS
     wt = xt * xt
     wx = wt * xt
@@ -142,13 +136,7 @@ def make_qx_quants(xt, nmax):
 def make_q3_quants(xt, nmax):
     """make_q3_quants with do_rmse: coordinate descent over L, 5 passes; returns (scale, L)."""
     n = xt.shape[0]
-    amax = np.zeros(xt.shape[1], F32)
-    mx = np.zeros(xt.shape[1], F32)
-    for i in range(n):
-        ax = np.abs(xt[i])
-        up = ax > amax
-        amax = np.where(up, ax, amax)
-        mx = np.where(up, xt[i], mx)
+    amax, mx = _signed_absmax(xt)
     zero = amax < GROUP_MAX_EPS
     iscale = F32(-nmax) / mx
     L = _clamp(nearest_int(iscale * xt), -nmax, nmax - 1)
@@ -189,15 +177,21 @@ def _running_max(v: np.ndarray) -> np.ndarray:
     return m
 
 
+def _signed_absmax(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Down the rows of v [n, blocks]: (largest |v|, its signed value; first one wins), from 0."""
+    amax = np.zeros(v.shape[1], F32)
+    mx = np.zeros(v.shape[1], F32)
+    for i in range(v.shape[0]):
+        ax = np.abs(v[i])
+        up = ax > amax
+        amax = np.where(up, ax, amax)
+        mx = np.where(up, v[i], mx)
+    return amax, mx
+
+
 def _running_absmax(v: np.ndarray) -> np.ndarray:
-    """The signed value of largest |v| per row (first one wins), starting from 0."""
-    a = np.zeros(v.shape[0], F32)
-    m = np.zeros(v.shape[0], F32)
-    for j in range(v.shape[1]):
-        up = np.abs(v[:, j]) > a
-        a = np.where(up, np.abs(v[:, j]), a)
-        m = np.where(up, v[:, j], m)
-    return m
+    """The signed value of largest |v| per row of v [blocks, k] (first one wins), from 0."""
+    return _signed_absmax(v.T)[1]
 
 
 def _pack_2bit(L: np.ndarray) -> np.ndarray:
